@@ -1,0 +1,283 @@
+//! The pull side of the OCI Distribution API, as HTTP.
+//!
+//! Owns the HTTP semantics of each endpoint: headers registries send
+//! (`Docker-Content-Digest`, `Content-Type`, `Content-Length` on HEAD too,
+//! `Docker-Distribution-API-Version`, `ETag`, `OCI-Namespace`), `Accept`
+//! negotiation, `Range`, conditional requests, `Warning` on stale answers,
+//! and health and metrics endpoints. Requests arrive routed by
+//! [`crate::router`]; content comes from [`crate::cache`] (the policy gate
+//! will sit between the two). Errors are rendered by [`crate::error`], and
+//! nowhere else. This module must not fetch, store or verify content itself.
+
+mod blobs;
+mod lists;
+mod manifests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::Frame;
+
+use crate::cache::fill::{BoxError, ByteStream};
+use crate::cache::{Cache, CacheError};
+use crate::error::{Rendered, render};
+use crate::metrics::{CacheResult, Metrics};
+use crate::reference::RegistryHost;
+use crate::router::{Endpoint, Route, RouteError, Router};
+
+/// Response body type of the whole server.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
+pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+/// Why a request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request refused")]
+    Route(#[source] RouteError),
+    #[error("cannot serve this request")]
+    Cache(#[source] CacheError),
+    #[error("the manifest's media type {0} is not in the request's Accept header")]
+    NotAcceptable(Arc<str>),
+    #[error("range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+}
+
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        ApiError::Cache(e)
+    }
+}
+
+/// What the access log records about a response (a response extension).
+#[derive(Clone, Debug)]
+pub struct RequestInfo {
+    pub route: &'static str,
+    pub cache: Option<CacheResult>,
+    pub upstream: Option<RegistryHost>,
+    /// The error chain, for failed requests.
+    pub error: Option<String>,
+}
+
+/// A handler's answer.
+struct Reply {
+    response: Response<Body>,
+    cache: Option<CacheResult>,
+}
+
+impl Reply {
+    fn new(response: Response<Body>, cache: Option<CacheResult>) -> Reply {
+        Reply { response, cache }
+    }
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn streaming(stream: ByteStream) -> Body {
+    StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
+}
+
+fn header(value: impl std::fmt::Display) -> HeaderValue {
+    HeaderValue::from_str(&value.to_string()).expect("values written here are valid header text")
+}
+
+/// `Warning` for an answer served from cache because upstream failed.
+fn stale_warning() -> HeaderValue {
+    HeaderValue::from_static("110 portcullis \"Response is stale: upstream unavailable\"")
+}
+
+fn route_label(endpoint: Option<&Endpoint>) -> &'static str {
+    match endpoint {
+        None => "unrouted",
+        Some(Endpoint::Healthz) => "healthz",
+        Some(Endpoint::Readyz) => "readyz",
+        Some(Endpoint::Metrics) => "metrics",
+        Some(Endpoint::ApiBase) => "base",
+        Some(Endpoint::Manifest(_)) => "manifest",
+        Some(Endpoint::Blob(_)) => "blob",
+        Some(Endpoint::TagsList) => "tags",
+        Some(Endpoint::Referrers(_)) => "referrers",
+    }
+}
+
+/// The application: routes requests and answers them.
+pub struct App {
+    router: Router,
+    cache: Cache,
+    metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(router: Router, cache: Cache, metrics: Metrics) -> App {
+        App {
+            router,
+            cache,
+            metrics,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// From now on `/readyz` answers 503 so load balancers stop sending traffic.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Answer one request. Never fails: errors become OCI error responses.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        let (parts, _body) = req.into_parts();
+        let routed = self.router.route(&parts.method, &parts.uri);
+        let (route, result) = match routed {
+            Ok(route) => {
+                let result = self.dispatch(&route, &parts.method, &parts.headers).await;
+                (Some(route), result)
+            }
+            Err(e) => (None, Err(ApiError::Route(e))),
+        };
+        let endpoint = route.as_ref().map(|r| &r.endpoint);
+        let target = route.as_ref().and_then(|r| r.target.as_ref());
+        let mut info = RequestInfo {
+            route: route_label(endpoint),
+            cache: None,
+            upstream: target.map(|t| t.registry.clone()),
+            error: None,
+        };
+        let mut response = match result {
+            Ok(reply) => {
+                info.cache = reply.cache;
+                reply.response
+            }
+            Err(err) => {
+                let rendered = render(&err, endpoint);
+                info.error = Some(rendered.message.clone());
+                error_response(&rendered, parts.method == Method::HEAD)
+            }
+        };
+        let is_api = parts.uri.path().starts_with("/v2");
+        let headers = response.headers_mut();
+        if is_api {
+            headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        }
+        if let Some(ns) = target.and_then(|t| t.ns.as_ref()) {
+            headers.insert(OCI_NAMESPACE, header(ns));
+        }
+        response.extensions_mut().insert(info);
+        response
+    }
+
+    /// Answer a request on the admin listener: health and metrics only.
+    pub async fn handle_admin<B>(&self, req: Request<B>) -> Response<Body> {
+        match req.uri().path() {
+            "/metrics" | "/healthz" | "/readyz" => self.handle(req).await,
+            _ => {
+                let rendered = render(&ApiError::Route(RouteError::NotFound), None);
+                error_response(&rendered, req.method() == Method::HEAD)
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        route: &Route,
+        method: &Method,
+        headers: &http::HeaderMap,
+    ) -> Result<Reply, ApiError> {
+        let head = method == Method::HEAD;
+        match (&route.endpoint, &route.target) {
+            (Endpoint::Healthz, _) => Ok(Reply::new(text(StatusCode::OK, "ok\n"), None)),
+            (Endpoint::Readyz, _) => Ok(Reply::new(
+                if self.draining.load(Ordering::SeqCst) {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                },
+                None,
+            )),
+            (Endpoint::Metrics, _) => {
+                let mut r = Response::new(full(self.metrics.encode()));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(Reply::new(r, None))
+            }
+            (Endpoint::ApiBase, _) => {
+                let mut r = Response::new(if head { empty() } else { full("{}") });
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from_static("2"));
+                Ok(Reply::new(r, None))
+            }
+            (Endpoint::Manifest(reference), Some(t)) => {
+                self.manifest(t, reference, head, headers).await
+            }
+            (Endpoint::Blob(digest), Some(t)) => self.blob(t, digest, head, headers).await,
+            (Endpoint::TagsList, Some(t)) => self.tags(t, &route.query).await,
+            (Endpoint::Referrers(digest), Some(t)) => self.referrers(t, digest, &route.query).await,
+            (_, None) => Err(ApiError::Route(RouteError::NotFound)),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn error_response(rendered: &Rendered, head: bool) -> Response<Body> {
+    let body = rendered.body();
+    let len = body.len();
+    let mut r = Response::new(if head { empty() } else { full(body) });
+    *r.status_mut() = rendered.status;
+    let (k, v) = Rendered::content_type();
+    let headers = r.headers_mut();
+    headers.insert(k, v);
+    headers.insert(CONTENT_LENGTH, header(len));
+    for (k, v) in &rendered.headers {
+        headers.insert(k.clone(), v.clone());
+    }
+    r
+}
+
+/// True if an `If-None-Match` header matches `etag`.
+fn not_modified(headers: &http::HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
+}

@@ -1,0 +1,258 @@
+//! Blobs through the cache: served from the store when present, otherwise
+//! filled from upstream by exactly one download that every concurrent
+//! request follows.
+//!
+//! Owns the fill: the download runs in its own task (a client hanging up
+//! does not stop it), streams the upstream body into the store's verified
+//! writer in batches, publishes progress to followers, and on success
+//! publishes and indexes the object. A wrong digest or length fails the fill
+//! for every follower and leaves nothing in the cache; the next request starts
+//! afresh. This module must not build HTTP responses.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+
+use super::fill::{ByteStream, Fill, FillProducer, published};
+use super::flight::{Join, Ticket};
+use super::index::PinGuard;
+use super::{Cache, CacheError};
+use crate::digest::Digest;
+use crate::metrics::CacheResult;
+use crate::router::Target;
+use crate::store::ObjectReader;
+use crate::upstream::UpstreamError;
+
+/// Bytes collected from the upstream before one write to the store, when
+/// more are already available.
+const WRITE_BATCH: usize = 256 * 1024;
+
+enum Source {
+    Published {
+        reader: Arc<dyn ObjectReader>,
+        pin: PinGuard,
+    },
+    Filling(Arc<Fill>),
+}
+
+/// A blob ready to stream.
+pub struct Blob {
+    /// Total size, when known (always, except for an upstream that sent no
+    /// `Content-Length`, until the fill ends).
+    pub size: Option<u64>,
+    pub result: CacheResult,
+    source: Source,
+}
+
+impl Blob {
+    /// Wait for the size of a blob whose upstream did not announce it.
+    pub async fn size_when_done(&self) -> Result<u64, CacheError> {
+        match (&self.source, self.size) {
+            (_, Some(n)) => Ok(n),
+            (Source::Filling(fill), None) => fill.size_when_done().await,
+            (Source::Published { reader, .. }, None) => Ok(reader.size()),
+        }
+    }
+
+    /// Stream bytes `start..end` (`end` exclusive, `None` = to the end).
+    pub fn stream(self, start: u64, end: Option<u64>) -> ByteStream {
+        match self.source {
+            Source::Published { reader, pin } => {
+                let size = self.size.unwrap_or_else(|| reader.size());
+                published(reader, start, end.unwrap_or(size).min(size), pin)
+            }
+            Source::Filling(fill) => fill.stream(start, end),
+        }
+    }
+}
+
+impl Cache {
+    /// A blob, from the store or from a (possibly shared) upstream fill.
+    /// Returns once the upstream has answered, before the bytes arrive.
+    pub async fn blob(&self, target: &Target, digest: &Digest) -> Result<Blob, CacheError> {
+        for _ in 0..2 {
+            if self.0.offline {
+                let Some((info, pin)) = self.0.index.pin(digest) else {
+                    return Err(CacheError::Offline);
+                };
+                return match self.0.store.open(digest).await? {
+                    Some(reader) => Ok(Blob {
+                        size: Some(info.size),
+                        result: CacheResult::Hit,
+                        source: Source::Published { reader, pin },
+                    }),
+                    None => {
+                        drop(pin);
+                        self.forget_missing(digest).await?;
+                        Err(CacheError::Offline)
+                    }
+                };
+            }
+            let join = self.0.blob_fills.join(
+                digest,
+                || self.0.index.pin(digest),
+                |ticket| {
+                    let (fill, producer) = Fill::new();
+                    (fill, (producer, ticket))
+                },
+            );
+            match join {
+                Join::Cached((info, pin)) => match self.0.store.open(digest).await? {
+                    Some(reader) => {
+                        return Ok(Blob {
+                            size: Some(info.size),
+                            result: CacheResult::Hit,
+                            source: Source::Published { reader, pin },
+                        });
+                    }
+                    None => {
+                        drop(pin);
+                        self.forget_missing(digest).await?;
+                    }
+                },
+                Join::Follow(fill) => {
+                    let size = fill.ready().await?;
+                    return Ok(Blob {
+                        size,
+                        result: CacheResult::Coalesced,
+                        source: Source::Filling(fill),
+                    });
+                }
+                Join::Lead(fill, (producer, ticket)) => {
+                    tokio::spawn(self.clone().run_fill(
+                        target.clone(),
+                        digest.clone(),
+                        producer,
+                        ticket,
+                    ));
+                    let size = fill.ready().await?;
+                    return Ok(Blob {
+                        size,
+                        result: CacheResult::Miss,
+                        source: Source::Filling(fill),
+                    });
+                }
+            }
+        }
+        Err(CacheError::BlobUnknown)
+    }
+
+    /// The size of a blob, for HEAD: from the index, a fill in progress, or
+    /// the upstream's claim (the bytes are verified when fetched).
+    pub async fn blob_size(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<(u64, CacheResult), CacheError> {
+        if let Some(info) = self.0.index.get(digest) {
+            return Ok((info.size, CacheResult::Hit));
+        }
+        if let Some(fill) = self.0.blob_fills.get(digest)
+            && let Ok(Some(size)) = fill.ready().await
+        {
+            return Ok((size, CacheResult::Coalesced));
+        }
+        if self.0.offline {
+            return Err(CacheError::Offline);
+        }
+        let upstream = self.0.upstreams.get(target.upstream);
+        match upstream.head_blob(&target.repo, digest).await? {
+            Some(size) => Ok((size, CacheResult::Pass)),
+            None => Err(CacheError::NoLength),
+        }
+    }
+
+    async fn run_fill(
+        self,
+        target: Target,
+        digest: Digest,
+        producer: FillProducer,
+        ticket: Ticket<Digest, Arc<Fill>>,
+    ) {
+        let _in_flight = self.0.metrics.fill_started();
+        match self.download(&target, &digest, &producer).await {
+            Ok((reader, size, pin)) => producer.done(reader, size, pin),
+            Err(e) => {
+                tracing::warn!(
+                    %digest,
+                    repository = %target.reference(),
+                    error = %crate::error::chain(&e),
+                    "blob fill failed; nothing was cached"
+                );
+                producer.failed(Arc::new(e));
+            }
+        }
+        drop(ticket);
+    }
+
+    async fn download(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        producer: &FillProducer,
+    ) -> Result<(Arc<dyn ObjectReader>, u64, PinGuard), CacheError> {
+        let upstream = self.0.upstreams.get(target.upstream);
+        let timeout = upstream.read_timeout();
+        let name = upstream.name().to_owned();
+        let download = upstream.get_blob(&target.repo, digest).await?;
+        let mut writer = self.0.store.create(digest, download.length).await?;
+        let reader = writer.reader();
+        producer.streaming(reader.clone(), download.length);
+        let mut body = download.body;
+        let body_error = |source| {
+            CacheError::Upstream(UpstreamError::Body {
+                upstream: name.clone(),
+                source,
+            })
+        };
+        let mut ended = false;
+        while !ended {
+            let first = tokio::time::timeout(timeout, body.frame())
+                .await
+                .map_err(|_| {
+                    CacheError::Upstream(UpstreamError::Timeout {
+                        upstream: name.clone(),
+                        timeout,
+                    })
+                })?;
+            let Some(first) = first else { break };
+            let mut batch: Vec<Bytes> = Vec::new();
+            let mut len = 0;
+            let mut next = Some(first);
+            // Take whatever else is already available, up to a batch.
+            loop {
+                match next {
+                    Some(frame) => {
+                        if let Ok(data) = frame.map_err(body_error)?.into_data() {
+                            len += data.len();
+                            batch.push(data);
+                        }
+                    }
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+                if len >= WRITE_BATCH {
+                    break;
+                }
+                match body.frame().now_or_never() {
+                    Some(frame) => next = frame,
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let written = writer.append(batch).await?;
+            producer.progress(written);
+            self.0.metrics.upstream_bytes(&name, len as u64);
+        }
+        let pending = writer.finish().await?;
+        let size = pending.size();
+        let pin = self.commit(pending, digest, None).await?;
+        Ok((reader, size, pin))
+    }
+}

@@ -1,0 +1,348 @@
+//! A blob fill in progress, and the byte streams clients read.
+//!
+//! Owns the state a fill publishes to its followers (connecting, streaming
+//! with the count of bytes written, done, failed) and the two streams a
+//! response body can be: [`published`] for an object already in the store,
+//! [`Fill::stream`] for one still arriving. A follower reads the growing file
+//! as bytes land, Range requests included, but always holds back the last byte
+//! of its response until the whole blob has been verified against its digest:
+//! if verification fails, no client ever completes a response with unverified
+//! bytes. This module must not talk to upstreams or the index.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use super::CacheError;
+use super::index::PinGuard;
+use crate::store::ObjectReader;
+
+/// Errors carried by response body streams.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body: bytes, or an error that aborts the response.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
+
+/// Bytes read from the store per chunk sent.
+const CHUNK: usize = 256 * 1024;
+
+/// A failed fill, as seen by a follower's stream.
+#[derive(Debug, thiserror::Error)]
+#[error("blob download failed")]
+pub struct FillError(#[source] pub Arc<CacheError>);
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("the blob download ended without a result")]
+    Abandoned,
+    #[error("stored object is shorter than its recorded size")]
+    Truncated,
+}
+
+/// What a fill has achieved so far.
+#[derive(Clone)]
+pub enum FillState {
+    /// Waiting for the upstream's response.
+    Connecting,
+    /// Bytes are arriving; `written` of them are readable (not yet verified).
+    Streaming {
+        reader: Arc<dyn ObjectReader>,
+        written: u64,
+        total: Option<u64>,
+    },
+    /// Verified, published and indexed.
+    Done {
+        reader: Arc<dyn ObjectReader>,
+        size: u64,
+    },
+    Failed(Arc<CacheError>),
+}
+
+/// A blob fill that followers can read from.
+pub struct Fill {
+    rx: watch::Receiver<FillState>,
+    /// Keeps the published object from eviction while followers still read.
+    pin: Mutex<Option<PinGuard>>,
+}
+
+/// The fill's writing side, held by the task that downloads.
+pub struct FillProducer {
+    tx: watch::Sender<FillState>,
+    fill: Arc<Fill>,
+}
+
+impl FillProducer {
+    pub fn streaming(&self, reader: Arc<dyn ObjectReader>, total: Option<u64>) {
+        self.tx.send_replace(FillState::Streaming {
+            reader,
+            written: 0,
+            total,
+        });
+    }
+
+    pub fn progress(&self, now_written: u64) {
+        self.tx.send_modify(|s| {
+            if let FillState::Streaming { written, .. } = s {
+                *written = now_written;
+            }
+        });
+    }
+
+    pub fn done(self, reader: Arc<dyn ObjectReader>, size: u64, pin: PinGuard) {
+        *self.fill.pin.lock().expect("fill lock") = Some(pin);
+        self.tx.send_replace(FillState::Done { reader, size });
+    }
+
+    pub fn failed(self, error: Arc<CacheError>) {
+        self.tx.send_replace(FillState::Failed(error));
+    }
+}
+
+impl Fill {
+    pub fn new() -> (Arc<Fill>, FillProducer) {
+        let (tx, rx) = watch::channel(FillState::Connecting);
+        let fill = Arc::new(Fill {
+            rx,
+            pin: Mutex::new(None),
+        });
+        (fill.clone(), FillProducer { tx, fill })
+    }
+
+    /// Wait until the upstream has answered: the total size when known.
+    pub async fn ready(&self) -> Result<Option<u64>, CacheError> {
+        let mut rx = self.rx.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                FillState::Connecting => {}
+                FillState::Streaming { total, .. } => return Ok(*total),
+                FillState::Done { size, .. } => return Ok(Some(*size)),
+                FillState::Failed(e) => return Err(CacheError::Shared(e.clone())),
+            }
+            if rx.changed().await.is_err() {
+                return Err(CacheError::FillAbandoned);
+            }
+        }
+    }
+
+    /// Wait until the fill is verified: its size.
+    pub async fn size_when_done(&self) -> Result<u64, CacheError> {
+        let mut rx = self.rx.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                FillState::Done { size, .. } => return Ok(*size),
+                FillState::Failed(e) => return Err(CacheError::Shared(e.clone())),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(CacheError::FillAbandoned);
+            }
+        }
+    }
+
+    /// Stream bytes `start..end` (`end` exclusive; `None` = to the end) as they land.
+    pub fn stream(self: Arc<Self>, start: u64, end: Option<u64>) -> ByteStream {
+        let follower = Follower {
+            rx: self.rx.clone(),
+            _fill: self,
+            pos: start,
+            end,
+            finished: false,
+        };
+        Box::pin(futures_util::stream::unfold(follower, |mut f| async move {
+            let item = f.next().await?;
+            Some((item, f))
+        }))
+    }
+}
+
+struct Follower {
+    rx: watch::Receiver<FillState>,
+    _fill: Arc<Fill>,
+    pos: u64,
+    end: Option<u64>,
+    finished: bool,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            let (reader, limit, complete) = match state {
+                FillState::Connecting => (None, 0, false),
+                FillState::Streaming {
+                    reader,
+                    written,
+                    total,
+                } => {
+                    // Hold back the final byte of this response until verified.
+                    let limit = match self.end.or(total) {
+                        Some(end) => written.min(end.saturating_sub(1)),
+                        None => written.saturating_sub(1),
+                    };
+                    (Some(reader), limit, false)
+                }
+                FillState::Done { reader, size } => {
+                    let end = self.end.map_or(size, |e| e.min(size));
+                    (Some(reader), end, true)
+                }
+                FillState::Failed(e) => {
+                    self.finished = true;
+                    return Some(Err(Box::new(FillError(e))));
+                }
+            };
+            if let Some(reader) = reader
+                && self.pos < limit
+            {
+                let n = (limit - self.pos).min(CHUNK as u64) as usize;
+                return Some(match reader.read_at(self.pos, n).await {
+                    Ok(b) if b.is_empty() => {
+                        self.finished = true;
+                        Err(Box::new(StreamError::Truncated))
+                    }
+                    Ok(b) => {
+                        self.pos += b.len() as u64;
+                        Ok(b)
+                    }
+                    Err(e) => {
+                        self.finished = true;
+                        Err(Box::new(e))
+                    }
+                });
+            }
+            if complete {
+                self.finished = true;
+                return None;
+            }
+            if self.rx.changed().await.is_err() {
+                self.finished = true;
+                return Some(Err(Box::new(StreamError::Abandoned)));
+            }
+        }
+    }
+}
+
+/// Stream bytes `start..end` of a published object, keeping it pinned.
+pub fn published(reader: Arc<dyn ObjectReader>, start: u64, end: u64, pin: PinGuard) -> ByteStream {
+    let state = (reader, start, pin);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(reader, pos, pin)| async move {
+            if pos >= end {
+                return None;
+            }
+            let n = (end - pos).min(CHUNK as u64) as usize;
+            match reader.read_at(pos, n).await {
+                Ok(b) if b.is_empty() => {
+                    let e: BoxError = Box::new(StreamError::Truncated);
+                    Some((Err(e), (reader, end, pin)))
+                }
+                Ok(b) => {
+                    let next = pos + b.len() as u64;
+                    Some((Ok(b), (reader, next, pin)))
+                }
+                Err(e) => Some((Err(Box::new(e) as BoxError), (reader, end, pin))),
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BoxFuture;
+    use futures_util::StreamExt;
+
+    /// An in-memory object that can grow.
+    struct Growing(Mutex<Vec<u8>>);
+
+    impl ObjectReader for Growing {
+        fn size(&self) -> u64 {
+            self.0.lock().unwrap().len() as u64
+        }
+        fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, std::io::Result<Bytes>> {
+            let data = self.0.lock().unwrap();
+            let start = (offset as usize).min(data.len());
+            let end = (start + max).min(data.len());
+            let out = Bytes::copy_from_slice(&data[start..end]);
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    fn pin_guard() -> (PinGuard, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = super::super::index::Index::open(&dir.path().join("i.redb")).unwrap();
+        let d = crate::digest::Digest::of(crate::digest::Algorithm::Sha256, b"x");
+        let rt = tokio::runtime::Handle::current();
+        let guard = tokio::task::block_in_place(|| rt.block_on(idx.insert(&d, 1, None))).unwrap();
+        (guard, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn followers_see_bytes_before_the_end_but_not_the_last_byte() {
+        let (fill, producer) = Fill::new();
+        let obj = Arc::new(Growing(Mutex::new(Vec::new())));
+        producer.streaming(obj.clone(), Some(10));
+        let mut s = fill.clone().stream(0, None);
+        obj.0.lock().unwrap().extend_from_slice(b"01234");
+        producer.progress(5);
+        assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"01234");
+        obj.0.lock().unwrap().extend_from_slice(b"56789");
+        producer.progress(10);
+        // Everything but the final byte is released before verification.
+        assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"5678");
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), s.next()).await;
+        assert!(
+            pending.is_err(),
+            "final byte released before the fill was verified"
+        );
+        let (pin, _dir) = pin_guard();
+        producer.done(obj.clone(), 10, pin);
+        assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"9");
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_fill_fails_every_follower() {
+        let (fill, producer) = Fill::new();
+        let obj = Arc::new(Growing(Mutex::new(b"abc".to_vec())));
+        producer.streaming(obj, Some(3));
+        producer.progress(3);
+        let mut a = fill.clone().stream(0, None);
+        let mut b = fill.clone().stream(1, Some(3));
+        assert_eq!(a.next().await.unwrap().unwrap().as_ref(), b"ab");
+        assert_eq!(b.next().await.unwrap().unwrap().as_ref(), b"b");
+        producer.failed(Arc::new(CacheError::FillAbandoned));
+        assert!(a.next().await.unwrap().is_err());
+        assert!(b.next().await.unwrap().is_err());
+        assert!(a.next().await.is_none());
+        assert!(fill.ready().await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_abandoned_fill_is_an_error_not_a_short_success() {
+        let (fill, producer) = Fill::new();
+        let obj = Arc::new(Growing(Mutex::new(b"abc".to_vec())));
+        producer.streaming(obj, None);
+        producer.progress(3);
+        let mut s = fill.stream(0, None);
+        assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"ab");
+        drop(producer);
+        assert!(s.next().await.unwrap().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn published_streams_ranges() {
+        let obj: Arc<dyn ObjectReader> = Arc::new(Growing(Mutex::new((0..=255u8).collect())));
+        let (pin, _dir) = pin_guard();
+        let got: Vec<u8> = published(obj, 10, 20, pin)
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
+        assert_eq!(got, (10..20u8).collect::<Vec<_>>());
+    }
+}

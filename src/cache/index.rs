@@ -1,0 +1,588 @@
+//! The cache index: which objects are stored (size, media type, last access)
+//! and what tags and referrer lists point to (digest, fetched-at).
+//!
+//! The durable record is a redb database; an in-memory mirror answers lookups
+//! without I/O on the request path. New entries are committed to redb before
+//! they appear in memory, so nothing is served that a crash would forget.
+//! Readers *pin* an entry for as long as they stream it, and eviction only
+//! takes unpinned entries. Access times live in memory and are flushed in
+//! batches. Every redb transaction runs on the blocking pool. This module
+//! must not touch object bytes or upstreams.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::digest::Digest;
+use crate::reference::{RegistryHost, RepoName, Tag};
+
+/// digest -> (size, last access in ms since the epoch, media type or "" for blobs)
+const OBJECTS: TableDefinition<&str, (u64, u64, &str)> = TableDefinition::new("objects");
+/// "registry repo kind name" -> (digest, fetched-at in ms since the epoch)
+const TAGS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("tags");
+
+/// Why the index failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database error")]
+    Db(#[source] redb::Error),
+    #[error("index task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl<E: Into<redb::Error>> From<E> for IndexError {
+    fn from(e: E) -> Self {
+        IndexError::Db(e.into())
+    }
+}
+
+/// What a tag entry names: a tag, or the referrer list of a digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TagName {
+    Tag(Tag),
+    Referrers(Digest),
+}
+
+/// Key of a tag entry: upstream registry, repository, name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TagKey {
+    pub registry: RegistryHost,
+    pub repo: RepoName,
+    pub name: TagName,
+}
+
+impl TagKey {
+    fn encode(&self) -> String {
+        match &self.name {
+            TagName::Tag(t) => format!("{} {} t {t}", self.registry, self.repo),
+            TagName::Referrers(d) => format!("{} {} r {d}", self.registry, self.repo),
+        }
+    }
+
+    fn decode(s: &str) -> Option<TagKey> {
+        let mut parts = s.split(' ');
+        let registry = parts.next()?.parse().ok()?;
+        let repo = parts.next()?.parse().ok()?;
+        let name = match (parts.next()?, parts.next()?) {
+            ("t", t) => TagName::Tag(t.parse().ok()?),
+            ("r", d) => TagName::Referrers(d.parse().ok()?),
+            _ => return None,
+        };
+        parts.next().is_none().then_some(TagKey {
+            registry,
+            repo,
+            name,
+        })
+    }
+}
+
+/// Where a tag pointed when last checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagEntry {
+    pub digest: Digest,
+    pub fetched_at: SystemTime,
+}
+
+/// What the index knows about a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// The manifest media type; `None` for blobs.
+    pub media_type: Option<Arc<str>>,
+}
+
+struct Entry {
+    info: ObjectInfo,
+    last_access: u64,
+    pins: u32,
+    dirty: bool,
+}
+
+#[derive(Default)]
+struct Mem {
+    objects: HashMap<Digest, Entry>,
+    tags: HashMap<TagKey, TagEntry>,
+    total: u64,
+    /// Strictly increasing access stamp (ms since the epoch, bumped on ties).
+    clock: u64,
+}
+
+impl Mem {
+    fn stamp(&mut self) -> u64 {
+        self.clock = unix_ms(SystemTime::now()).max(self.clock + 1);
+        self.clock
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Keeps an object from being evicted while it is read.
+pub struct PinGuard {
+    mem: Arc<Mutex<Mem>>,
+    digest: Digest,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let mut mem = self.mem.lock().expect("index lock");
+        if let Some(e) = mem.objects.get_mut(&self.digest) {
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+}
+
+/// What reconciling the index with the store found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Objects present in both.
+    pub kept: usize,
+    /// Index entries whose file was missing or the wrong size.
+    pub dropped_entries: usize,
+    /// Files no index entry names (for example, published just before a crash).
+    pub orphans: Vec<Digest>,
+}
+
+/// The index: redb on disk, mirrored in memory.
+pub struct Index {
+    db: Arc<Database>,
+    mem: Arc<Mutex<Mem>>,
+}
+
+impl Index {
+    /// Open or create the index and load it. Blocking: call from the blocking pool.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(OBJECTS)?;
+        tx.open_table(TAGS)?;
+        tx.commit()?;
+        let mut mem = Mem::default();
+        let tx = db.begin_read()?;
+        for row in tx.open_table(OBJECTS)?.iter()? {
+            let (k, v) = row?;
+            let Ok(digest) = k.value().parse::<Digest>() else {
+                continue;
+            };
+            let (size, last_access, media_type) = v.value();
+            mem.total += size;
+            mem.clock = mem.clock.max(last_access);
+            let media_type = (!media_type.is_empty()).then(|| Arc::from(media_type));
+            mem.objects.insert(
+                digest,
+                Entry {
+                    info: ObjectInfo { size, media_type },
+                    last_access,
+                    pins: 0,
+                    dirty: false,
+                },
+            );
+        }
+        for row in tx.open_table(TAGS)?.iter()? {
+            let (k, v) = row?;
+            let (digest, fetched) = v.value();
+            if let (Some(key), Ok(digest)) = (TagKey::decode(k.value()), digest.parse()) {
+                mem.tags.insert(
+                    key,
+                    TagEntry {
+                        digest,
+                        fetched_at: from_unix_ms(fetched),
+                    },
+                );
+            }
+        }
+        Ok(Index {
+            db: Arc::new(db),
+            mem: Arc::new(Mutex::new(mem)),
+        })
+    }
+
+    fn mem(&self) -> MutexGuard<'_, Mem> {
+        self.mem.lock().expect("index lock")
+    }
+
+    /// Compare with the objects actually stored: drop entries without a
+    /// matching file and report files without an entry. Blocking.
+    pub fn reconcile(&self, stored: &[(Digest, u64)]) -> Result<Reconciled, IndexError> {
+        let on_disk: HashMap<&Digest, u64> = stored.iter().map(|(d, n)| (d, *n)).collect();
+        let mut out = Reconciled::default();
+        let mut missing = Vec::new();
+        {
+            let mut mem = self.mem();
+            let Mem { objects, total, .. } = &mut *mem;
+            objects.retain(|d, e| {
+                if on_disk.get(d) == Some(&e.info.size) {
+                    out.kept += 1;
+                    true
+                } else {
+                    *total -= e.info.size;
+                    missing.push(d.to_string());
+                    false
+                }
+            });
+            out.orphans = stored
+                .iter()
+                .filter(|(d, _)| !objects.contains_key(d))
+                .map(|(d, _)| d.clone())
+                .collect();
+        }
+        out.dropped_entries = missing.len();
+        if !missing.is_empty() {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(OBJECTS)?;
+                for d in &missing {
+                    t.remove(d.as_str())?;
+                }
+            }
+            tx.commit()?;
+        }
+        Ok(out)
+    }
+
+    async fn write<F>(&self, f: F) -> Result<(), IndexError>
+    where
+        F: FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), IndexError> {
+            let tx = db.begin_write()?;
+            f(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(IndexError::Task)?
+    }
+
+    /// Look up and pin an object, recording the access.
+    pub fn pin(&self, digest: &Digest) -> Option<(ObjectInfo, PinGuard)> {
+        let mut mem = self.mem();
+        let stamp = mem.stamp();
+        let e = mem.objects.get_mut(digest)?;
+        e.pins += 1;
+        e.last_access = stamp;
+        e.dirty = true;
+        Some((
+            e.info.clone(),
+            PinGuard {
+                mem: self.mem.clone(),
+                digest: digest.clone(),
+            },
+        ))
+    }
+
+    /// Look up an object without pinning it (records the access).
+    pub fn get(&self, digest: &Digest) -> Option<ObjectInfo> {
+        self.pin(digest).map(|(info, _guard)| info)
+    }
+
+    /// Record a published object and return it pinned. Durable before visible.
+    pub async fn insert(
+        &self,
+        digest: &Digest,
+        size: u64,
+        media_type: Option<&'static str>,
+    ) -> Result<PinGuard, IndexError> {
+        let (key, mt) = (digest.to_string(), media_type.unwrap_or(""));
+        let stamp = self.mem().stamp();
+        let known_type = {
+            let mem = self.mem();
+            mem.objects
+                .get(digest)
+                .and_then(|e| e.info.media_type.clone())
+        };
+        // A manifest type, once known, is kept even if the object is stored again as a blob.
+        let stored_type: String = known_type.as_deref().unwrap_or(mt).to_owned();
+        let db_type = stored_type.clone();
+        self.write(move |tx| {
+            tx.open_table(OBJECTS)?
+                .insert(key.as_str(), (size, stamp, db_type.as_str()))?;
+            Ok(())
+        })
+        .await?;
+        let mut mem = self.mem();
+        let media_type = (!stored_type.is_empty()).then(|| Arc::from(stored_type.as_str()));
+        match mem.objects.get_mut(digest) {
+            Some(e) => {
+                e.info.media_type = media_type;
+                e.last_access = stamp;
+                e.pins += 1;
+            }
+            None => {
+                mem.total += size;
+                mem.objects.insert(
+                    digest.clone(),
+                    Entry {
+                        info: ObjectInfo { size, media_type },
+                        last_access: stamp,
+                        pins: 1,
+                        dirty: false,
+                    },
+                );
+            }
+        }
+        Ok(PinGuard {
+            mem: self.mem.clone(),
+            digest: digest.clone(),
+        })
+    }
+
+    pub fn tag(&self, key: &TagKey) -> Option<TagEntry> {
+        self.mem().tags.get(key).cloned()
+    }
+
+    pub async fn set_tag(&self, key: &TagKey, entry: TagEntry) -> Result<(), IndexError> {
+        let (k, d, at) = (
+            key.encode(),
+            entry.digest.to_string(),
+            unix_ms(entry.fetched_at),
+        );
+        self.write(move |tx| {
+            tx.open_table(TAGS)?.insert(k.as_str(), (d.as_str(), at))?;
+            Ok(())
+        })
+        .await?;
+        self.mem().tags.insert(key.clone(), entry);
+        Ok(())
+    }
+
+    pub async fn remove_tag(&self, key: &TagKey) -> Result<(), IndexError> {
+        self.mem().tags.remove(key);
+        let k = key.encode();
+        self.write(move |tx| {
+            tx.open_table(TAGS)?.remove(k.as_str())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Tags known for a repository, sorted.
+    pub fn tags_in(&self, registry: &RegistryHost, repo: &RepoName) -> Vec<Tag> {
+        let mut tags: Vec<Tag> = self
+            .mem()
+            .tags
+            .keys()
+            .filter(|k| &k.registry == registry && &k.repo == repo)
+            .filter_map(|k| match &k.name {
+                TagName::Tag(t) => Some(t.clone()),
+                TagName::Referrers(_) => None,
+            })
+            .collect();
+        tags.sort();
+        tags
+    }
+
+    /// Bytes and objects held.
+    pub fn totals(&self) -> (u64, usize) {
+        let mem = self.mem();
+        (mem.total, mem.objects.len())
+    }
+
+    /// Remove least-recently-used, unpinned objects from memory until the
+    /// total is at most `max_total`; returns them. The caller deletes their
+    /// bytes and then calls [`Index::forget`].
+    pub fn take_lru(&self, max_total: u64) -> Vec<(Digest, u64)> {
+        let mut mem = self.mem();
+        if mem.total <= max_total {
+            return Vec::new();
+        }
+        let mut candidates: Vec<(u64, Digest, u64)> = mem
+            .objects
+            .iter()
+            .filter(|(_, e)| e.pins == 0)
+            .map(|(d, e)| (e.last_access, d.clone(), e.info.size))
+            .collect();
+        candidates.sort_unstable();
+        let mut victims = Vec::new();
+        for (_, digest, size) in candidates {
+            if mem.total <= max_total {
+                break;
+            }
+            mem.objects.remove(&digest);
+            mem.total -= size;
+            victims.push((digest, size));
+        }
+        victims
+    }
+
+    /// Drop objects from the index (after their bytes were deleted, or when
+    /// their file turned out to be missing).
+    pub async fn forget(&self, digests: Vec<Digest>) -> Result<(), IndexError> {
+        {
+            let mut mem = self.mem();
+            for d in &digests {
+                if let Some(e) = mem.objects.remove(d) {
+                    mem.total -= e.info.size;
+                }
+            }
+        }
+        self.write(move |tx| {
+            let mut t = tx.open_table(OBJECTS)?;
+            for d in &digests {
+                t.remove(d.to_string().as_str())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Persist access times recorded since the last flush.
+    pub async fn flush_access_times(&self) -> Result<usize, IndexError> {
+        let dirty: Vec<(String, u64, u64, String)> = {
+            let mut mem = self.mem();
+            mem.objects
+                .iter_mut()
+                .filter(|(_, e)| e.dirty)
+                .map(|(d, e)| {
+                    e.dirty = false;
+                    let mt = e.info.media_type.as_deref().unwrap_or("").to_owned();
+                    (d.to_string(), e.info.size, e.last_access, mt)
+                })
+                .collect()
+        };
+        let n = dirty.len();
+        if n > 0 {
+            self.write(move |tx| {
+                let mut t = tx.open_table(OBJECTS)?;
+                for (d, size, at, mt) in &dirty {
+                    // Only update entries still present: eviction may have removed some.
+                    if t.get(d.as_str())?.is_some() {
+                        t.insert(d.as_str(), (*size, *at, mt.as_str()))?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+
+    fn d(s: &str) -> Digest {
+        Digest::of(Algorithm::Sha256, s.as_bytes())
+    }
+
+    fn key(tag: &str) -> TagKey {
+        TagKey {
+            registry: "docker.io".parse().unwrap(),
+            repo: "library/alpine".parse().unwrap(),
+            name: TagName::Tag(tag.parse().unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            let idx = Index::open(&path).unwrap();
+            drop(idx.insert(&d("a"), 10, None).await.unwrap());
+            drop(
+                idx.insert(&d("m"), 5, Some(crate::media::OCI_MANIFEST))
+                    .await
+                    .unwrap(),
+            );
+            let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            idx.set_tag(
+                &key("latest"),
+                TagEntry {
+                    digest: d("m"),
+                    fetched_at: at,
+                },
+            )
+            .await
+            .unwrap();
+            idx.set_tag(
+                &TagKey {
+                    name: TagName::Referrers(d("m")),
+                    ..key("x")
+                },
+                TagEntry {
+                    digest: d("r"),
+                    fetched_at: at,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let idx = Index::open(&path).unwrap();
+        assert_eq!(idx.totals(), (15, 2));
+        assert_eq!(
+            idx.get(&d("m")).unwrap().media_type.as_deref(),
+            Some(crate::media::OCI_MANIFEST)
+        );
+        assert_eq!(idx.get(&d("a")).unwrap().media_type, None);
+        let t = idx.tag(&key("latest")).unwrap();
+        assert_eq!(t.digest, d("m"));
+        assert_eq!(
+            t.fetched_at,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        assert_eq!(
+            idx.tags_in(
+                &"docker.io".parse().unwrap(),
+                &"library/alpine".parse().unwrap()
+            )
+            .len(),
+            1
+        );
+        idx.remove_tag(&key("latest")).await.unwrap();
+        assert!(idx.tag(&key("latest")).is_none());
+    }
+
+    #[tokio::test]
+    async fn evicts_least_recently_used_and_never_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+        for name in ["a", "b", "c"] {
+            drop(idx.insert(&d(name), 10, None).await.unwrap());
+        }
+        // Touch "a" so "b" is now the oldest; pin "b" so it cannot go.
+        idx.get(&d("a"));
+        let (_, pin_b) = idx.pin(&d("b")).unwrap();
+        let victims = idx.take_lru(15);
+        let names: Vec<_> = victims.iter().map(|(dg, _)| dg.clone()).collect();
+        assert_eq!(names, vec![d("c"), d("a")]);
+        assert_eq!(idx.totals(), (10, 1));
+        drop(pin_b);
+        assert_eq!(idx.take_lru(5).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reconcile_drops_missing_and_reports_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+        drop(idx.insert(&d("kept"), 3, None).await.unwrap());
+        drop(idx.insert(&d("gone"), 3, None).await.unwrap());
+        drop(idx.insert(&d("short"), 3, None).await.unwrap());
+        let stored = vec![(d("kept"), 3), (d("short"), 2), (d("orphan"), 7)];
+        let r = idx.reconcile(&stored).unwrap();
+        assert_eq!(r.kept, 1);
+        assert_eq!(r.dropped_entries, 2);
+        assert_eq!(r.orphans, vec![d("short"), d("orphan")]);
+        assert_eq!(idx.totals(), (3, 1));
+    }
+
+    #[test]
+    fn tag_keys_round_trip() {
+        let k = key("v1.2");
+        assert_eq!(TagKey::decode(&k.encode()), Some(k));
+        assert_eq!(TagKey::decode("docker.io library/alpine t"), None);
+        assert_eq!(TagKey::decode("docker.io library/alpine x y"), None);
+    }
+}

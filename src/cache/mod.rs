@@ -1,0 +1,253 @@
+//! The cache: a local registry of verified content, decorated with a proxy
+//! that fills it from upstream.
+//!
+//! As in distribution's `registry/proxy`, the proxy is a decorator over the
+//! local store: every operation first asks the local side (index + object
+//! store) and goes upstream only on a miss, an expired tag, or never when
+//! `offline = true`. This module owns the shared plumbing: opening and
+//! reconciling storage at start, publishing verified objects (under one lock
+//! shared with eviction, so an eviction can never delete a file a fill has
+//! just published), and the error type. The flows live in [`manifests`],
+//! [`blobs`] and [`lists`]. Nothing from an upstream is stored or served
+//! before it has been checked against its digest. This module must not build
+//! HTTP responses.
+
+pub mod blobs;
+mod evict;
+pub mod fill;
+pub mod flight;
+pub mod index;
+pub mod lists;
+pub mod manifests;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::digest::Digest;
+use crate::media::ManifestTypeError;
+use crate::metrics::Metrics;
+use crate::router::UpstreamId;
+use crate::store::local::LocalStore;
+use crate::store::{ObjectStore, PendingObject, StoreError};
+use crate::upstream::{UpstreamError, Upstreams};
+use fill::Fill;
+use flight::Flights;
+use index::{Index, IndexError, PinGuard};
+use manifests::{ManifestKey, SharedManifest};
+
+/// How often access times are written to the index.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why the cache could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("upstream request failed")]
+    Upstream(#[from] UpstreamError),
+    #[error("object store failed")]
+    Store(#[from] StoreError),
+    #[error("cache index failed")]
+    Index(#[from] IndexError),
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("blob unknown")]
+    BlobUnknown,
+    #[error("not cached, and this mirror is offline")]
+    Offline,
+    #[error("manifest from upstream does not match its digest: expected {expected}, got {actual}")]
+    ManifestDigest { expected: Digest, actual: Digest },
+    #[error("manifest from upstream refused")]
+    ManifestType(#[source] ManifestTypeError),
+    #[error("upstream referrers response is not an image index")]
+    BadReferrers,
+    #[error("upstream did not say the blob's size")]
+    NoLength,
+    #[error("a shared upstream fetch failed")]
+    Shared(#[source] Arc<CacheError>),
+    #[error("the blob download ended without a result")]
+    FillAbandoned,
+    #[error("background task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl CacheError {
+    /// The underlying error, looking through shared fetches.
+    pub fn root(&self) -> &CacheError {
+        match self {
+            CacheError::Shared(inner) => inner.root(),
+            other => other,
+        }
+    }
+}
+
+/// The cache, cheap to clone.
+#[derive(Clone)]
+pub struct Cache(Arc<Inner>);
+
+struct Inner {
+    index: Index,
+    store: Arc<dyn ObjectStore>,
+    upstreams: Upstreams,
+    offline: bool,
+    tag_ttl: Duration,
+    max_size: u64,
+    blob_fills: Flights<Digest, Arc<Fill>>,
+    manifest_flights: Flights<ManifestKey, SharedManifest>,
+    /// Held while publishing or evicting objects.
+    publish_lock: tokio::sync::Mutex<()>,
+    evict_wanted: Arc<Notify>,
+    /// Upstreams seen without a referrers API, and when.
+    no_referrers_api: Mutex<HashMap<UpstreamId, Instant>>,
+    metrics: Metrics,
+}
+
+impl Cache {
+    /// Open the store and index under `config.data_dir`, reconcile them, and
+    /// start background eviction.
+    pub async fn open(
+        config: &Config,
+        upstreams: Upstreams,
+        metrics: Metrics,
+    ) -> Result<Cache, CacheError> {
+        let dir = config.data_dir.clone();
+        let (store, index) = tokio::task::spawn_blocking(move || -> Result<_, CacheError> {
+            let store = LocalStore::open(&dir)?;
+            let index = Index::open(&dir.join("index.redb"))?;
+            Ok((store, index))
+        })
+        .await
+        .map_err(CacheError::Task)??;
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        let cache = Cache(Arc::new(Inner {
+            index,
+            store,
+            upstreams,
+            offline: config.offline,
+            tag_ttl: config.cache.tag_ttl,
+            max_size: config.cache.max_size,
+            blob_fills: Flights::default(),
+            manifest_flights: Flights::default(),
+            publish_lock: tokio::sync::Mutex::new(()),
+            evict_wanted: Arc::new(Notify::new()),
+            no_referrers_api: Mutex::new(HashMap::new()),
+            metrics,
+        }));
+        cache.reconcile(&config.data_dir).await?;
+        evict::spawn(&cache, FLUSH_INTERVAL);
+        Ok(cache)
+    }
+
+    /// Make index and store agree: drop entries without bytes, delete bytes
+    /// without entries, discard partial writes.
+    async fn reconcile(&self, dir: &Path) -> Result<(), CacheError> {
+        let stored = self.0.store.list().await?;
+        let inner = self.0.clone();
+        let report = tokio::task::spawn_blocking(move || inner.index.reconcile(&stored))
+            .await
+            .map_err(CacheError::Task)??;
+        let orphans = report.orphans.len();
+        self.0.store.delete(report.orphans).await?;
+        let (bytes, objects) = self.0.index.totals();
+        self.0.metrics.cache_totals(bytes, objects);
+        tracing::info!(
+            data_dir = %dir.display(),
+            objects,
+            bytes,
+            dropped_entries = report.dropped_entries,
+            deleted_orphans = orphans,
+            "cache opened"
+        );
+        if bytes > self.0.max_size {
+            self.0.evict_wanted.notify_one();
+        }
+        Ok(())
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.0.offline
+    }
+
+    /// Write access times to disk (also done periodically).
+    pub async fn flush(&self) -> Result<(), CacheError> {
+        self.0.index.flush_access_times().await?;
+        Ok(())
+    }
+
+    /// Publish a verified object and index it; returns it pinned.
+    async fn commit(
+        &self,
+        pending: Box<dyn PendingObject>,
+        digest: &Digest,
+        media_type: Option<&'static str>,
+    ) -> Result<PinGuard, CacheError> {
+        let size = pending.size();
+        let pin = {
+            let _publishing = self.0.publish_lock.lock().await;
+            pending.publish().await?;
+            self.0.index.insert(digest, size, media_type).await?
+        };
+        let (bytes, objects) = self.0.index.totals();
+        self.0.metrics.cache_totals(bytes, objects);
+        if bytes > self.0.max_size {
+            self.0.evict_wanted.notify_one();
+        }
+        Ok(pin)
+    }
+
+    /// Store small bytes (a manifest, a referrers list) through the verified writer.
+    async fn store_bytes(
+        &self,
+        digest: &Digest,
+        bytes: Bytes,
+        media_type: Option<&'static str>,
+    ) -> Result<PinGuard, CacheError> {
+        let mut writer = self
+            .0
+            .store
+            .create(digest, Some(bytes.len() as u64))
+            .await?;
+        writer.append(vec![bytes]).await?;
+        let pending = writer.finish().await?;
+        self.commit(pending, digest, media_type).await
+    }
+
+    /// Read a whole stored object (manifests and lists: small by construction).
+    async fn read_object(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(Bytes, index::ObjectInfo)>, CacheError> {
+        let Some((info, _pin)) = self.0.index.pin(digest) else {
+            return Ok(None);
+        };
+        let Some(reader) = self.0.store.open(digest).await? else {
+            self.forget_missing(digest).await?;
+            return Ok(None);
+        };
+        let bytes = reader
+            .read_at(0, info.size as usize)
+            .await
+            .map_err(|source| StoreError::Io {
+                op: "read",
+                path: digest.to_string().into(),
+                source,
+            })?;
+        if bytes.len() as u64 != info.size {
+            self.forget_missing(digest).await?;
+            return Ok(None);
+        }
+        Ok(Some((bytes, info)))
+    }
+
+    /// An indexed object's file is gone (deleted by hand, disk trouble):
+    /// forget it so the next request fetches it again.
+    async fn forget_missing(&self, digest: &Digest) -> Result<(), CacheError> {
+        tracing::warn!(%digest, "cached object is missing from the store; it will be fetched again");
+        self.0.index.forget(vec![digest.clone()]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,698 @@
+//! The configuration file: serde structs that mirror the TOML, validated into
+//! typed values once, at start.
+//!
+//! Owns the key names (a contract with the docs and tests), defaults, and every
+//! check that can be made before serving: unknown keys, bad sizes and
+//! durations, unreadable files, duplicate upstream names. Errors name the key.
+//! Relative paths are resolved against the directory of the config file.
+//! Secrets read here are wrapped in [`Secret`] so they never reach a log line.
+//! This module must not open sockets or the cache.
+
+pub mod units;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+use crate::reference::{NameError, RegistryHost};
+use units::{UnitError, parse_duration, parse_size};
+
+/// The configuration `portcullis serve` uses when given no `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+const DEFAULT_DATA_DIR: &str = "portcullis-data";
+const DEFAULT_MAX_SIZE: &str = "10GiB";
+const DEFAULT_TAG_TTL: &str = "5m";
+const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
+const DEFAULT_READ_TIMEOUT: &str = "30s";
+
+/// What is wrong with a configuration. Every variant names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: invalid configuration")]
+    Syntax {
+        origin: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("{key}: invalid value")]
+    Unit {
+        key: String,
+        #[source]
+        source: UnitError,
+    },
+    #[error("{key}: invalid name")]
+    Name {
+        key: String,
+        #[source]
+        source: NameError,
+    },
+    #[error("{key}: cannot read {path}")]
+    File {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    offline: bool,
+    log_format: Option<String>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default, rename = "upstream")]
+    upstreams: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_size: Option<String>,
+    tag_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    url: String,
+    #[serde(default)]
+    default: bool,
+    #[serde(default)]
+    aliases: Vec<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// The validated configuration.
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub offline: bool,
+    pub log_format: LogFormat,
+    pub tls: Option<TlsConfig>,
+    pub cache: CacheConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// Certificate chain and key for serving HTTPS.
+pub struct TlsConfig {
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("certificates", &self.cert_chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Least-recently-used objects are evicted above this many bytes.
+    pub max_size: u64,
+    /// How long a tag -> digest answer is trusted before revalidation.
+    pub tag_ttl: Duration,
+}
+
+/// One upstream registry.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The registry name clients use (`ns=` value or first path segment).
+    pub name: RegistryHost,
+    pub aliases: Vec<RegistryHost>,
+    /// Base URL: scheme and authority only.
+    pub url: http::Uri,
+    pub default: bool,
+    pub credentials: Option<Credentials>,
+    /// Extra trust anchors (DER) besides the webpki roots.
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// Docker Hub applies the `library/` rule to one-component names.
+    pub fn is_docker_hub(&self) -> bool {
+        std::iter::once(&self.name)
+            .chain(&self.aliases)
+            .any(|n| n.as_str() == "docker.io")
+    }
+}
+
+/// Credentials for one upstream. Never printed.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// A secret string whose `Debug` and `Display` are redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself: use only to build an outgoing header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Config {
+    /// Read and validate a config file; relative paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// The embedded default configuration; relative paths resolve against the
+    /// working directory.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, "embedded default config", Path::new(""))
+    }
+
+    /// Validate TOML text. `origin` names the source in error messages.
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            source,
+        })?;
+        raw.validate(base)
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+fn read_file(key: &str, path: PathBuf) -> Result<(PathBuf, Vec<u8>), ConfigError> {
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok((path, bytes)),
+        Err(source) => Err(ConfigError::File {
+            key: key.to_owned(),
+            path,
+            source,
+        }),
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an address: write ip:port, e.g. \"127.0.0.1:5000\" or \"[::]:5000\""),
+        )
+    })
+}
+
+fn size(key: &str, value: Option<&str>, default: &str) -> Result<u64, ConfigError> {
+    parse_size(value.unwrap_or(default)).map_err(|source| ConfigError::Unit {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value.unwrap_or(default)).map_err(|source| ConfigError::Unit {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn certificates(key: &str, path: PathBuf) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let (path, pem) = read_file(key, path)?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        _ => Err(invalid(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        )),
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let listen = parse_addr("listen", self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+        let admin_listen = self
+            .admin_listen
+            .as_deref()
+            .map(|a| parse_addr("admin_listen", a))
+            .transpose()?;
+        if admin_listen.is_some_and(|a| a == listen && a.port() != 0) {
+            return Err(invalid("admin_listen", "must differ from listen"));
+        }
+        let data_dir = resolve(
+            base,
+            self.data_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_DATA_DIR)),
+        );
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let log_format = match self.log_format.as_deref() {
+            None => LogFormat::Text,
+            Some(s) => LogFormat::parse(s)
+                .ok_or_else(|| invalid("log_format", format!("{s:?}: use \"text\" or \"json\"")))?,
+        };
+        let tls = self
+            .tls
+            .map(|t| -> Result<TlsConfig, ConfigError> {
+                let cert_chain = certificates("tls.cert", resolve(base, &t.cert))?;
+                let (path, pem) = read_file("tls.key", resolve(base, &t.key))?;
+                let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+                    invalid(
+                        "tls.key",
+                        format!("{} holds no PEM private key", path.display()),
+                    )
+                })?;
+                Ok(TlsConfig { cert_chain, key })
+            })
+            .transpose()?;
+        let cache = CacheConfig {
+            max_size: size(
+                "cache.max_size",
+                self.cache.max_size.as_deref(),
+                DEFAULT_MAX_SIZE,
+            )?,
+            tag_ttl: duration(
+                "cache.tag_ttl",
+                self.cache.tag_ttl.as_deref(),
+                DEFAULT_TAG_TTL,
+            )?,
+        };
+        if cache.max_size == 0 {
+            return Err(invalid("cache.max_size", "must be greater than zero"));
+        }
+        if self.upstreams.is_empty() {
+            return Err(invalid(
+                "upstream",
+                "at least one [[upstream]] is required: it names the registries clients may pull from",
+            ));
+        }
+        let mut upstreams = Vec::with_capacity(self.upstreams.len());
+        let mut seen = HashSet::new();
+        for (i, raw) in self.upstreams.into_iter().enumerate() {
+            let up = raw.validate(&format!("upstream[{i}]"), base)?;
+            for n in std::iter::once(&up.name).chain(&up.aliases) {
+                if !seen.insert(n.clone()) {
+                    return Err(invalid(
+                        format!("upstream[{i}]"),
+                        format!("registry name {n} is used by more than one upstream"),
+                    ));
+                }
+            }
+            upstreams.push(up);
+        }
+        if upstreams.iter().filter(|u| u.default).count() > 1 {
+            return Err(invalid(
+                "upstream.default",
+                "only one upstream may be the default",
+            ));
+        }
+        Ok(Config {
+            listen,
+            admin_listen,
+            data_dir,
+            offline: self.offline,
+            log_format,
+            tls,
+            cache,
+            upstreams,
+        })
+    }
+}
+
+impl RawUpstream {
+    fn validate(self, key: &str, base: &Path) -> Result<UpstreamConfig, ConfigError> {
+        let k = |field: &str| format!("{key}.{field}");
+        let name: RegistryHost = self.name.parse().map_err(|source| ConfigError::Name {
+            key: k("name"),
+            source,
+        })?;
+        let aliases = self
+            .aliases
+            .iter()
+            .map(|a| a.parse::<RegistryHost>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConfigError::Name {
+                key: k("aliases"),
+                source,
+            })?;
+        let url = parse_upstream_url(&k("url"), &self.url)?;
+        let credentials = match (self.username, self.password_file) {
+            (None, None) => None,
+            (Some(username), Some(file)) => {
+                if username.is_empty()
+                    || username.contains(':')
+                    || username.chars().any(char::is_control)
+                {
+                    return Err(invalid(
+                        k("username"),
+                        "must be non-empty, without ':' or control characters",
+                    ));
+                }
+                let (path, bytes) = read_file(&k("password_file"), resolve(base, &file))?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    invalid(
+                        k("password_file"),
+                        format!("{} is not UTF-8", path.display()),
+                    )
+                })?;
+                let password = text.trim_end_matches(['\r', '\n']).to_owned();
+                if password.is_empty() || password.contains(['\r', '\n']) {
+                    return Err(invalid(
+                        k("password_file"),
+                        format!("{} must hold the password on one line", path.display()),
+                    ));
+                }
+                Some(Credentials {
+                    username,
+                    password: Secret::new(password),
+                })
+            }
+            (Some(_), None) => {
+                return Err(invalid(k("password_file"), "is required with username"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(k("username"), "is required with password_file"));
+            }
+        };
+        let ca_certs = match self.ca_file {
+            Some(file) => certificates(&k("ca_file"), resolve(base, &file))?,
+            None => Vec::new(),
+        };
+        let connect_timeout = duration(
+            &k("connect_timeout"),
+            self.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        )?;
+        let read_timeout = duration(
+            &k("read_timeout"),
+            self.read_timeout.as_deref(),
+            DEFAULT_READ_TIMEOUT,
+        )?;
+        for (field, d) in [
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(k(field), "must be greater than zero"));
+            }
+        }
+        Ok(UpstreamConfig {
+            name,
+            aliases,
+            url,
+            default: self.default,
+            credentials,
+            ca_certs,
+            connect_timeout,
+            read_timeout,
+        })
+    }
+}
+
+fn parse_upstream_url(key: &str, value: &str) -> Result<http::Uri, ConfigError> {
+    // A URL with user-info may carry a password: never echo it.
+    let shown = if value.contains('@') {
+        "<URL with credentials>"
+    } else {
+        value
+    };
+    let bad = |why: &str| invalid(key, format!("{shown:?}: {why}"));
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| bad("not a URL; write e.g. \"https://registry-1.docker.io\""))?;
+    match uri.scheme_str() {
+        Some("https") | Some("http") => {}
+        _ => {
+            return Err(bad(
+                "the scheme must be https:// (or http:// for a plain-text registry)",
+            ));
+        }
+    }
+    let authority = uri.authority().ok_or_else(|| bad("the URL has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad(
+            "credentials do not belong in the URL: use username and password_file",
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad(
+            "give the registry's base URL only, without a path or query",
+        ));
+    }
+    http::Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("https"))
+        .authority(authority.as_str())
+        .path_and_query("/")
+        .build()
+        .map_err(|_| bad("not a URL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("/nonexistent"))
+    }
+
+    fn message(err: &ConfigError) -> String {
+        let mut s = err.to_string();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(err);
+        while let Some(e) = cur {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            cur = e.source();
+        }
+        s
+    }
+
+    const MINIMAL: &str = r#"
+        [[upstream]]
+        name = "docker.io"
+        url = "https://registry-1.docker.io"
+        default = true
+    "#;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(c.data_dir, Path::new("portcullis-data"));
+        assert!(!c.offline);
+        assert_eq!(c.upstreams.len(), 1);
+        let hub = &c.upstreams[0];
+        assert!(hub.default && hub.is_docker_hub());
+        assert_eq!(hub.url.to_string(), "https://registry-1.docker.io/");
+    }
+
+    #[test]
+    fn defaults_fill_unset_keys() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cache.max_size, 10 << 30);
+        assert_eq!(c.cache.tag_ttl, Duration::from_secs(300));
+        assert_eq!(c.data_dir, Path::new("/nonexistent/portcullis-data"));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(&format!("lisen = \"127.0.0.1:1\"\n{MINIMAL}")).unwrap_err();
+        assert!(message(&e).contains("lisen"), "{}", message(&e));
+        let e = parse(&format!("{MINIMAL}\nusername_file = \"x\"")).unwrap_err();
+        assert!(message(&e).contains("username_file"), "{}", message(&e));
+        let e = parse(&format!("[cache]\nmax_sise = \"1GiB\"\n{MINIMAL}")).unwrap_err();
+        assert!(message(&e).contains("max_sise"), "{}", message(&e));
+    }
+
+    #[test]
+    fn bad_units_name_their_key() {
+        let e = parse(&format!("[cache]\nmax_size = \"50XB\"\n{MINIMAL}")).unwrap_err();
+        assert!(
+            message(&e).starts_with("cache.max_size:"),
+            "{}",
+            message(&e)
+        );
+        let e = parse(&format!("[cache]\ntag_ttl = \"5 minutes\"\n{MINIMAL}")).unwrap_err();
+        assert!(message(&e).starts_with("cache.tag_ttl:"), "{}", message(&e));
+        let e = parse(&format!("{MINIMAL}\nread_timeout = \"0s\"")).unwrap_err();
+        assert!(
+            message(&e).starts_with("upstream[0].read_timeout:"),
+            "{}",
+            message(&e)
+        );
+    }
+
+    #[test]
+    fn unreadable_files_name_their_key() {
+        let e = parse(&format!(
+            "{MINIMAL}\nusername = \"u\"\npassword_file = \"missing\""
+        ))
+        .unwrap_err();
+        let m = message(&e);
+        assert!(
+            m.starts_with("upstream[0].password_file: cannot read /nonexistent/missing"),
+            "{m}"
+        );
+        let e = parse(&format!("{MINIMAL}\nca_file = \"/nonexistent/ca.pem\"")).unwrap_err();
+        assert!(
+            message(&e).starts_with("upstream[0].ca_file:"),
+            "{}",
+            message(&e)
+        );
+        let e = parse(&format!(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{MINIMAL}"
+        ))
+        .unwrap_err();
+        assert!(message(&e).starts_with("tls.cert:"), "{}", message(&e));
+    }
+
+    #[test]
+    fn reads_password_file_and_hides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let text = format!("{MINIMAL}\nusername = \"bot\"\npassword_file = \"pw\"");
+        let c = Config::parse(&text, "t", dir.path()).unwrap();
+        let creds = c.upstreams[0].credentials.as_ref().unwrap();
+        assert_eq!(creds.password.expose(), "s3cret");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let e = parse(&format!("{MINIMAL}\nusername = \"bot\"")).unwrap_err();
+        assert!(message(&e).starts_with("upstream[0].password_file: is required"));
+    }
+
+    #[test]
+    fn upstream_rules() {
+        let two_defaults = format!(
+            "{MINIMAL}\n[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\ndefault = true"
+        );
+        assert!(message(&parse(&two_defaults).unwrap_err()).contains("only one upstream"));
+        let dup = format!(
+            "{MINIMAL}\n[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\naliases = [\"docker.io\"]"
+        );
+        assert!(message(&parse(&dup).unwrap_err()).contains("docker.io is used by more than one"));
+        for (url, why) in [
+            ("ftp://x", "scheme"),
+            ("https://user:pw@x.io", "credentials"),
+            ("https://x.io/v2/", "base URL"),
+            ("x.io", "scheme"),
+        ] {
+            let text = format!("[[upstream]]\nname = \"x.io\"\nurl = \"{url}\"");
+            let m = message(&parse(&text).unwrap_err());
+            assert!(
+                m.starts_with("upstream[0].url:") && m.contains(why),
+                "{url}: {m}"
+            );
+            assert!(!m.contains("pw"), "secret echoed: {m}");
+        }
+        let bad_name = "[[upstream]]\nname = \"docker.io/library\"\nurl = \"https://x.io\"";
+        assert!(message(&parse(bad_name).unwrap_err()).starts_with("upstream[0].name:"));
+        assert!(message(&parse("listen = \"localhost\"").unwrap_err()).starts_with("listen:"));
+        assert!(message(&parse("").unwrap_err()).starts_with("upstream:"));
+    }
+}

@@ -1,0 +1,26 @@
+//! Portcullis: a pull-through cache for OCI/Docker registries that serves
+//! only what it has verified.
+//!
+//! The request path, module by module:
+//! [`server`] (listeners, TLS, access log) → [`router`] (which endpoint,
+//! which upstream, which repository) → [`api`] (HTTP semantics of the pull
+//! API) → policy gate (next) → [`cache`] (verified local content, filled by a
+//! proxy decorator) → [`upstream`] (registries, auth). Beside it:
+//! [`store`] (content-addressed bytes), [`config`], [`reference`] and
+//! [`digest`] (grammar), [`media`], [`metrics`], [`telemetry`], and
+//! [`error`], the one place errors become responses.
+
+pub mod api;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod media;
+pub mod metrics;
+pub mod reference;
+pub mod router;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

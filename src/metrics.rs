@@ -1,0 +1,293 @@
+//! Prometheus metrics, all prefixed `portcullis_`.
+//!
+//! Owns the series and their names; other modules record through the typed
+//! methods here and never build series names themselves. Encoding is done by
+//! the `prometheus-client` crate. No label ever carries a secret or an
+//! unbounded client-supplied value (routes, statuses and upstream names only).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamStatusLabels {
+    upstream: String,
+    status: u16,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    served_bytes: Counter,
+    cache: Family<ResultLabels, Counter>,
+    upstream_requests: Family<UpstreamStatusLabels, Counter>,
+    upstream_bytes: Family<UpstreamLabels, Counter>,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    fills_in_flight: Gauge,
+    cache_size: Gauge,
+    cache_objects: Gauge,
+    evictions: Counter,
+    evicted_bytes: Counter,
+}
+
+/// Handle to the process's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+/// How a request was served from the cache's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the cache without asking upstream.
+    Hit,
+    /// Fetched from upstream by this request.
+    Miss,
+    /// Joined another request's upstream fetch.
+    Coalesced,
+    /// Served from the cache because upstream failed.
+    Stale,
+    /// Tag confirmed unchanged upstream, served from the cache.
+    Revalidated,
+    /// Passed through from upstream without caching (tag lists).
+    Pass,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Coalesced => "coalesced",
+            CacheResult::Stale => "stale",
+            CacheResult::Revalidated => "revalidated",
+            CacheResult::Pass => "pass",
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let served_bytes = Counter::default();
+        registry.register(
+            "served_bytes",
+            "Body bytes sent to clients",
+            served_bytes.clone(),
+        );
+        let cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Manifest and blob requests by cache result (hit, miss, coalesced, stale, revalidated)",
+            cache.clone(),
+        );
+        let upstream_requests = Family::<UpstreamStatusLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstreams, by upstream and final status",
+            upstream_requests.clone(),
+        );
+        let upstream_bytes = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_bytes",
+            "Blob bytes received from upstreams",
+            upstream_bytes.clone(),
+        );
+        let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed without a response (connect, timeout, auth)",
+            upstream_errors.clone(),
+        );
+        let fills_in_flight = Gauge::default();
+        registry.register(
+            "fills_in_flight",
+            "Blob downloads from upstream in progress",
+            fills_in_flight.clone(),
+        );
+        let cache_size = Gauge::default();
+        registry.register(
+            "cache_size_bytes",
+            "Bytes held in the cache",
+            cache_size.clone(),
+        );
+        let cache_objects = Gauge::default();
+        registry.register(
+            "cache_objects",
+            "Objects held in the cache",
+            cache_objects.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register(
+            "cache_evictions",
+            "Objects evicted to stay under cache.max_size",
+            evictions.clone(),
+        );
+        let evicted_bytes = Counter::default();
+        registry.register(
+            "cache_evicted_bytes",
+            "Bytes evicted to stay under cache.max_size",
+            evicted_bytes.clone(),
+        );
+        Metrics(Arc::new(Inner {
+            registry,
+            requests,
+            served_bytes,
+            cache,
+            upstream_requests,
+            upstream_bytes,
+            upstream_errors,
+            fills_in_flight,
+            cache_size,
+            cache_objects,
+            evictions,
+            evicted_bytes,
+        }))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.0.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn request(&self, route: &'static str, status: StatusCode, bytes: u64) {
+        self.0
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                status: status.as_u16(),
+            })
+            .inc();
+        self.0.served_bytes.inc_by(bytes);
+    }
+
+    pub fn cache_result(&self, result: CacheResult) {
+        self.0
+            .cache
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn upstream_response(&self, upstream: &str, status: StatusCode) {
+        self.0
+            .upstream_requests
+            .get_or_create(&UpstreamStatusLabels {
+                upstream: upstream.to_owned(),
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+
+    pub fn upstream_error(&self, upstream: &str) {
+        self.0
+            .upstream_errors
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn upstream_bytes(&self, upstream: &str, bytes: u64) {
+        self.0
+            .upstream_bytes
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .inc_by(bytes);
+    }
+
+    /// Count a fill as in flight until the guard drops.
+    pub fn fill_started(&self) -> FillGauge {
+        self.0.fills_in_flight.inc();
+        FillGauge(self.clone())
+    }
+
+    pub fn cache_totals(&self, bytes: u64, objects: usize) {
+        self.0
+            .cache_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.0
+            .cache_objects
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    pub fn evicted(&self, objects: u64, bytes: u64) {
+        self.0.evictions.inc_by(objects);
+        self.0.evicted_bytes.inc_by(bytes);
+    }
+}
+
+/// Decrements `portcullis_fills_in_flight` on drop.
+pub struct FillGauge(Metrics);
+
+impl Drop for FillGauge {
+    fn drop(&mut self) {
+        self.0.0.fills_in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_prefixed_series() {
+        let m = Metrics::new();
+        m.request("blob", StatusCode::OK, 10);
+        m.cache_result(CacheResult::Coalesced);
+        m.upstream_response("docker.io", StatusCode::OK);
+        let g = m.fill_started();
+        let text = m.encode();
+        assert!(
+            text.contains("portcullis_requests_total{route=\"blob\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("portcullis_served_bytes_total 10"), "{text}");
+        assert!(
+            text.contains("portcullis_cache_requests_total{result=\"coalesced\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "portcullis_upstream_requests_total{upstream=\"docker.io\",status=\"200\"} 1"
+        ));
+        assert!(text.contains("portcullis_fills_in_flight 1"), "{text}");
+        drop(g);
+        assert!(m.encode().contains("portcullis_fills_in_flight 0"));
+    }
+}

@@ -1,0 +1,486 @@
+//! The local-files backend of the object store.
+//!
+//! Layout under the data directory:
+//! `objects/<algorithm>/<first two hex>/<hex>` for published objects and
+//! `tmp/<hex>.<n>` for objects being written. A write goes temp file → fsync
+//! → rename → fsync of the directory, so a crash never leaves a visible
+//! partial object; whatever is left in `tmp/` at start is discarded by
+//! [`ObjectStore::list`]. All file system calls run on the blocking pool.
+//! This module must not know about the index or HTTP.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{
+    BoxFuture, ObjectReader, ObjectStore, ObjectWriter, PendingObject, StoreError, blocking,
+};
+use crate::digest::{Algorithm, Digest, Hasher};
+
+/// Objects stored as files under a root directory.
+pub struct LocalStore {
+    root: Arc<Path>,
+    next_tmp: AtomicU64,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl LocalStore {
+    /// Open (creating if needed) a store rooted at `root`.
+    pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
+        for dir in [root.join("tmp"), root.join("objects")] {
+            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        }
+        Ok(LocalStore {
+            root: root.into(),
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    fn object_path(&self, digest: &Digest) -> PathBuf {
+        object_path(&self.root, digest)
+    }
+}
+
+fn object_path(root: &Path, digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    root.join("objects")
+        .join(digest.algorithm().name())
+        .join(&hex[..2])
+        .join(hex)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+impl ObjectStore for LocalStore {
+    fn create<'a>(
+        &'a self,
+        digest: &'a Digest,
+        expected_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StoreError>> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{}.{n}", digest.hex(), std::process::id()));
+        let target = self.object_path(digest);
+        let digest = digest.clone();
+        Box::pin(async move {
+            let tmp2 = tmp.clone();
+            let file = blocking(move || {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp2)
+                    .map_err(io_err("create", &tmp2))
+            })
+            .await?;
+            let writer: Box<dyn ObjectWriter> = Box::new(LocalWriter {
+                file: Arc::new(file),
+                hasher: Some(Hasher::new(digest.algorithm())),
+                written: 0,
+                expected_len,
+                digest,
+                temp: Some(TempFile(tmp)),
+                target,
+            });
+            Ok(writer)
+        })
+    }
+
+    fn open<'a>(
+        &'a self,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn ObjectReader>>, StoreError>> {
+        let path = self.object_path(digest);
+        Box::pin(blocking(move || match File::open(&path) {
+            Ok(file) => {
+                let size = file.metadata().map_err(io_err("stat", &path))?.len();
+                let reader: Arc<dyn ObjectReader> = Arc::new(FileReader {
+                    file: Arc::new(file),
+                    size: Some(size),
+                });
+                Ok(Some(reader))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("open", &path)(e)),
+        }))
+    }
+
+    fn delete(&self, digests: Vec<Digest>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let root = self.root.clone();
+        Box::pin(blocking(move || {
+            for d in digests {
+                let path = object_path(&root, &d);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("delete", &path)(e)),
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(Digest, u64)>, StoreError>> {
+        let root = self.root.clone();
+        Box::pin(blocking(move || list_objects(&root)))
+    }
+}
+
+/// Discard unfinished writes, then list every published object.
+fn list_objects(root: &Path) -> Result<Vec<(Digest, u64)>, StoreError> {
+    let tmp = root.join("tmp");
+    for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
+        let path = entry.map_err(io_err("list", &tmp))?.path();
+        fs::remove_file(&path).map_err(io_err("delete partial", &path))?;
+    }
+    let mut found = Vec::new();
+    for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+        let alg_dir = root.join("objects").join(algorithm.name());
+        let shards = match fs::read_dir(&alg_dir) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("list", &alg_dir)(e)),
+        };
+        for shard in shards {
+            let shard = shard.map_err(io_err("list", &alg_dir))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(io_err("list", &shard))? {
+                let entry = entry.map_err(io_err("list", &shard))?;
+                let name = entry.file_name();
+                let parsed = name
+                    .to_str()
+                    .and_then(|hex| format!("{}:{hex}", algorithm.name()).parse::<Digest>().ok())
+                    .filter(|d| object_path(root, d) == entry.path());
+                match parsed {
+                    Some(d) => {
+                        let len = entry
+                            .metadata()
+                            .map_err(io_err("stat", &entry.path()))?
+                            .len();
+                        found.push((d, len));
+                    }
+                    None => {
+                        tracing::warn!(path = %entry.path().display(), "ignoring a file that is not a stored object")
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A temp file removed on drop unless it was published.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let path = std::mem::take(&mut self.0);
+        if path.as_os_str().is_empty() {
+            return;
+        }
+        let remove = move || {
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a partial object");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(remove);
+            }
+            Err(_) => remove(),
+        }
+    }
+}
+
+impl TempFile {
+    /// Stop tracking: the file was renamed away.
+    fn disarm(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
+struct LocalWriter {
+    file: Arc<File>,
+    hasher: Option<Hasher>,
+    written: u64,
+    expected_len: Option<u64>,
+    digest: Digest,
+    temp: Option<TempFile>,
+    target: PathBuf,
+}
+
+impl LocalWriter {
+    fn temp_path(&self) -> PathBuf {
+        self.temp.as_ref().map(|t| t.0.clone()).unwrap_or_default()
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn append(&mut self, chunks: Vec<Bytes>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let added: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            let total = self.written + added;
+            if let Some(expected) = self.expected_len
+                && total > expected
+            {
+                return Err(StoreError::LengthMismatch {
+                    expected,
+                    actual: total,
+                });
+            }
+            let file = self.file.clone();
+            let mut hasher = self.hasher.take().ok_or(StoreError::WriterFailed)?;
+            let mut offset = self.written;
+            let path = self.temp_path();
+            let hasher = blocking(move || {
+                for chunk in &chunks {
+                    file.write_all_at(chunk, offset)
+                        .map_err(io_err("write", &path))?;
+                    hasher.update(chunk);
+                    offset += chunk.len() as u64;
+                }
+                Ok(hasher)
+            })
+            .await?;
+            self.hasher = Some(hasher);
+            self.written = total;
+            Ok(total)
+        })
+    }
+
+    fn reader(&self) -> Arc<dyn ObjectReader> {
+        Arc::new(FileReader {
+            file: self.file.clone(),
+            size: None,
+        })
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+    ) -> BoxFuture<'static, Result<Box<dyn PendingObject>, StoreError>> {
+        Box::pin(async move {
+            let written = self.written;
+            if let Some(expected) = self.expected_len
+                && written != expected
+            {
+                return Err(StoreError::LengthMismatch {
+                    expected,
+                    actual: written,
+                });
+            }
+            let hasher = self.hasher.take().ok_or(StoreError::WriterFailed)?;
+            let file = self.file.clone();
+            let path = self.temp_path();
+            let actual = blocking(move || {
+                let actual = hasher.finish();
+                file.sync_all().map_err(io_err("fsync", &path))?;
+                Ok(actual)
+            })
+            .await?;
+            if actual != self.digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: self.digest.clone(),
+                    actual,
+                });
+            }
+            let pending: Box<dyn PendingObject> = Box::new(LocalPending {
+                temp: self.temp.take(),
+                target: std::mem::take(&mut self.target),
+                size: written,
+            });
+            Ok(pending)
+        })
+    }
+}
+
+struct LocalPending {
+    temp: Option<TempFile>,
+    target: PathBuf,
+    size: u64,
+}
+
+impl PendingObject for LocalPending {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn publish(mut self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async move {
+            let temp = self.temp.take().expect("published twice");
+            let target = std::mem::take(&mut self.target);
+            let from = temp.0.clone();
+            blocking(move || {
+                let shard = target.parent().expect("object paths have a parent");
+                let created = !shard.exists();
+                fs::create_dir_all(shard).map_err(io_err("create directory", shard))?;
+                fs::rename(&from, &target).map_err(io_err("rename into place", &target))?;
+                temp.disarm();
+                sync_dir(shard)?;
+                if created {
+                    sync_dir(shard.parent().expect("shards have a parent"))?;
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+}
+
+/// Ranged reads through a shared file handle (pread: no shared cursor).
+struct FileReader {
+    file: Arc<File>,
+    /// Fixed for published objects; `None` while still being written.
+    size: Option<u64>,
+}
+
+impl ObjectReader for FileReader {
+    fn size(&self) -> u64 {
+        self.size
+            .unwrap_or_else(|| self.file.metadata().map(|m| m.len()).unwrap_or(0))
+    }
+
+    fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, io::Result<Bytes>> {
+        let file = self.file.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut buf = BytesMut::zeroed(max);
+                let mut filled = 0;
+                while filled < max {
+                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf.freeze())
+            })
+            .await
+            .map_err(io::Error::other)?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(data: &[u8]) -> Digest {
+        Digest::of(Algorithm::Sha256, data)
+    }
+
+    async fn read_all(r: &dyn ObjectReader) -> Vec<u8> {
+        r.read_at(0, 1 << 20).await.unwrap().to_vec()
+    }
+
+    #[tokio::test]
+    async fn write_verify_publish_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let data = b"hello, portcullis".to_vec();
+        let d = digest(&data);
+        let mut w = store.create(&d, Some(data.len() as u64)).await.unwrap();
+        let reader = w.reader();
+        assert_eq!(
+            w.append(vec![Bytes::from_static(b"hello, ")])
+                .await
+                .unwrap(),
+            7
+        );
+        // Followers can read what has been written before it is published.
+        assert_eq!(read_all(&*reader).await, b"hello, ");
+        assert!(
+            store.open(&d).await.unwrap().is_none(),
+            "visible before publish"
+        );
+        w.append(vec![Bytes::from_static(b"portcullis")])
+            .await
+            .unwrap();
+        let pending = w.finish().await.unwrap();
+        assert_eq!(pending.size(), data.len() as u64);
+        pending.publish().await.unwrap();
+        let r = store.open(&d).await.unwrap().unwrap();
+        assert_eq!(r.size(), data.len() as u64);
+        assert_eq!(r.read_at(7, 100).await.unwrap().as_ref(), b"portcullis");
+        assert_eq!(read_all(&*reader).await, data);
+        let listed = store.list().await.unwrap();
+        assert_eq!(listed, vec![(d.clone(), data.len() as u64)]);
+        store.delete(vec![d.clone()]).await.unwrap();
+        assert!(store.open(&d).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn wrong_bytes_never_become_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let d = digest(b"expected");
+        let mut w = store.create(&d, None).await.unwrap();
+        w.append(vec![Bytes::from_static(b"tampered")])
+            .await
+            .unwrap();
+        let err = w.finish().await.err().unwrap();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err:?}");
+        assert!(store.open(&d).await.unwrap().is_none());
+        // The partial file is cleaned up.
+        tokio::task::yield_now().await;
+        assert!(store.list().await.unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn length_is_enforced_while_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let d = digest(b"abc");
+        let mut w = store.create(&d, Some(2)).await.unwrap();
+        let err = w
+            .append(vec![Bytes::from_static(b"abc")])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::LengthMismatch {
+                expected: 2,
+                actual: 3
+            }
+        ));
+        let mut w = store.create(&d, Some(4)).await.unwrap();
+        w.append(vec![Bytes::from_static(b"abc")]).await.unwrap();
+        assert!(matches!(
+            w.finish().await.err().unwrap(),
+            StoreError::LengthMismatch { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn list_discards_partials_left_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        fs::write(dir.path().join("tmp").join("abc.1.0"), b"partial").unwrap();
+        assert!(store.list().await.unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,124 @@
+//! The object store: content-addressed bytes, behind a small interface.
+//!
+//! Owns how object bytes are written, verified, made visible and read back:
+//! a verified writer ([`ObjectWriter`]) that hashes as it writes and refuses to
+//! finish if the bytes do not match the digest and length, ranged reads
+//! ([`ObjectReader`], which also work on an object still being written, for
+//! followers of a fill), stat (via [`ObjectStore::open`]), delete and list.
+//! Local files ([`local::LocalStore`]) are the only backend today; the request
+//! path only sees these traits, so a shared S3-compatible backend can be added
+//! without touching it. This module must not know about the index, tags,
+//! upstreams or HTTP.
+
+pub mod local;
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::digest::Digest;
+
+/// A boxed, sendable future (the store traits are used as trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("content does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("content length does not match: expected {expected} bytes, got {actual}")]
+    LengthMismatch { expected: u64, actual: u64 },
+    #[error("storage I/O failed: {op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the writer failed earlier and cannot continue")]
+    WriterFailed,
+    #[error("storage task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl StoreError {
+    /// True when the content itself was wrong (as opposed to the disk).
+    pub fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DigestMismatch { .. } | StoreError::LengthMismatch { .. }
+        )
+    }
+}
+
+/// A content-addressed object store.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Begin writing the object named `digest`. Nothing is visible under that
+    /// name until [`PendingObject::publish`]; dropping the writer discards it.
+    /// `expected_len`, when known, is enforced while writing.
+    fn create<'a>(
+        &'a self,
+        digest: &'a Digest,
+        expected_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StoreError>>;
+
+    /// Open a published object for ranged reads (`None` if absent). The
+    /// reader's `size` is the object's stat.
+    fn open<'a>(
+        &'a self,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn ObjectReader>>, StoreError>>;
+
+    /// Delete published objects; absent ones are ignored.
+    fn delete(&self, digests: Vec<Digest>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Every published object with its size, after discarding unfinished
+    /// writes left by a crash. Used at start to reconcile with the index.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(Digest, u64)>, StoreError>>;
+}
+
+/// Ranged reads of one object.
+pub trait ObjectReader: Send + Sync {
+    /// Size of the object in bytes (for an object being written: so far).
+    fn size(&self) -> u64;
+
+    /// Read up to `max` bytes at `offset`. Returns fewer bytes only at the end
+    /// of what has been written.
+    fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, io::Result<Bytes>>;
+}
+
+/// A verified writer: hashes every byte it writes.
+pub trait ObjectWriter: Send {
+    /// Append bytes. Returns the total written so far. Fails as soon as more
+    /// bytes arrive than the expected length.
+    fn append(&mut self, chunks: Vec<Bytes>) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Reads of the bytes appended so far, valid after publishing too.
+    fn reader(&self) -> Arc<dyn ObjectReader>;
+
+    /// Check length and digest and make the bytes durable, still invisible.
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn PendingObject>, StoreError>>;
+}
+
+/// Verified, durable bytes waiting to become visible under their digest.
+pub trait PendingObject: Send {
+    fn size(&self) -> u64;
+
+    /// Make the object visible, atomically.
+    fn publish(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// Run blocking store work off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(StoreError::Task)?
+}

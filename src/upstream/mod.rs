@@ -1,0 +1,387 @@
+//! The registries portcullis pulls from: typed calls of the distribution API.
+//!
+//! Owns the upstream side of each operation (which URL, which `Accept`, which
+//! status means what, size limits) on top of the transport in [`client`] and
+//! the authentication in [`auth`]. Everything returned here is *unverified*:
+//! digests, sizes and media types are claims until the cache checks them.
+//! This module must not touch the cache or decide what a client sees.
+
+pub mod auth;
+pub mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LINK};
+use http::{Method, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use crate::config::UpstreamConfig;
+use crate::digest::Digest;
+use crate::media::MANIFEST_ACCEPT;
+use crate::metrics::Metrics;
+use crate::reference::{Reference, RepoName, Tag};
+use crate::router::UpstreamId;
+use auth::Auth;
+use client::{Transport, build_client, encode_query_value, read_limited};
+
+/// Manifests larger than this are refused.
+pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
+/// Tag lists and referrer indexes larger than this are refused.
+const MAX_LIST_SIZE: usize = 4 * 1024 * 1024;
+
+/// What went wrong talking to an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach upstream {upstream}")]
+    Connect {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream} did not answer within {timeout:?}")]
+    Timeout { upstream: String, timeout: Duration },
+    #[error("reading the response from upstream {upstream} failed")]
+    Body {
+        upstream: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("upstream {upstream} answered {status}")]
+    Status {
+        upstream: String,
+        status: StatusCode,
+    },
+    #[error("not found on upstream {upstream}")]
+    NotFound { upstream: String },
+    #[error("upstream {upstream} is rate limiting requests")]
+    TooManyRequests {
+        upstream: String,
+        retry_after: Option<Duration>,
+    },
+    #[error(
+        "upstream {upstream} denied access (the repository may not exist, or the mirror's credentials lack access)"
+    )]
+    Unauthorized { upstream: String },
+    #[error("upstream {upstream} named an unusable token realm: {reason}")]
+    BadRealm {
+        upstream: String,
+        reason: &'static str,
+    },
+    #[error("upstream {upstream} redirect refused: {reason}")]
+    Redirect {
+        upstream: String,
+        reason: &'static str,
+    },
+    #[error("upstream {upstream} sent more than {limit} bytes")]
+    TooLarge { upstream: String, limit: usize },
+    #[error("upstream {upstream} sent an invalid response: {what}")]
+    Invalid {
+        upstream: String,
+        what: &'static str,
+    },
+    #[error("TLS setup for upstream {upstream} failed")]
+    Tls {
+        upstream: String,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+impl UpstreamError {
+    /// The upstream is down, overloaded or rate limiting: a cached copy may
+    /// be served instead (stale-if-error).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            UpstreamError::Connect { .. }
+            | UpstreamError::Timeout { .. }
+            | UpstreamError::Body { .. }
+            | UpstreamError::TooManyRequests { .. } => true,
+            UpstreamError::Status { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+}
+
+/// A manifest as the upstream sent it (unverified).
+pub struct FetchedManifest {
+    pub bytes: Bytes,
+    pub content_type: Option<String>,
+    /// The `Docker-Content-Digest` header, if any.
+    pub digest: Option<Digest>,
+}
+
+/// A blob download in progress (unverified).
+pub struct BlobDownload {
+    /// `Content-Length`, when the upstream sent one.
+    pub length: Option<u64>,
+    pub body: Incoming,
+}
+
+/// One page of an upstream's tag list.
+pub struct TagPage {
+    pub tags: Vec<Tag>,
+    /// The upstream has more tags after this page.
+    pub more: bool,
+}
+
+/// One configured upstream registry.
+pub struct Upstream {
+    transport: Transport,
+}
+
+fn scope(repo: &RepoName) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &http::header::HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig, metrics: Metrics) -> Result<Upstream, UpstreamError> {
+        let name = cfg.name.to_string();
+        Ok(Upstream {
+            transport: Transport {
+                client: build_client(cfg)?,
+                auth: Auth::new(name.clone(), cfg.url.clone(), cfg.credentials.clone()),
+                base: cfg.url.clone(),
+                read_timeout: cfg.read_timeout,
+                metrics,
+                name,
+            },
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.transport.name
+    }
+
+    pub fn base(&self) -> &Uri {
+        &self.transport.base
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        self.transport.read_timeout
+    }
+
+    /// Map a final upstream status to an error, for statuses other than 2xx.
+    fn check(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let upstream = self.transport.name.clone();
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND => Err(UpstreamError::NotFound { upstream }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(UpstreamError::Unauthorized { upstream })
+            }
+            status => Err(UpstreamError::Status { upstream, status }),
+        }
+    }
+
+    fn digest_header(&self, headers: &HeaderMap) -> Result<Option<Digest>, UpstreamError> {
+        match header_str(
+            headers,
+            &http::header::HeaderName::from_static("docker-content-digest"),
+        ) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| UpstreamError::Invalid {
+                upstream: self.transport.name.clone(),
+                what: "Docker-Content-Digest header",
+            }),
+        }
+    }
+
+    fn content_length(headers: &HeaderMap) -> Option<u64> {
+        header_str(headers, &CONTENT_LENGTH).and_then(|v| v.parse().ok())
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>`, body limited to 4 MiB.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp = self
+            .transport
+            .send(Method::GET, &path, Some(MANIFEST_ACCEPT), &scope(repo))
+            .await?;
+        let resp = self.check(resp)?;
+        let too_large = || UpstreamError::TooLarge {
+            upstream: self.transport.name.clone(),
+            limit: MAX_MANIFEST_SIZE,
+        };
+        if Self::content_length(resp.headers()).is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
+            return Err(too_large());
+        }
+        let digest = self.digest_header(resp.headers())?;
+        let content_type = header_str(resp.headers(), &CONTENT_TYPE).map(str::to_owned);
+        let bytes = read_limited(
+            resp.into_body(),
+            MAX_MANIFEST_SIZE,
+            self.transport.read_timeout,
+            &self.transport.name,
+        )
+        .await?;
+        Ok(FetchedManifest {
+            bytes,
+            content_type,
+            digest,
+        })
+    }
+
+    /// `HEAD /v2/<repo>/manifests/<tag>`: the digest the tag points to now.
+    /// `None` when the upstream does not send `Docker-Content-Digest`.
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<Digest>, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let resp = self
+            .transport
+            .send(Method::HEAD, &path, Some(MANIFEST_ACCEPT), &scope(repo))
+            .await?;
+        let resp = self.check(resp)?;
+        self.digest_header(resp.headers())
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>`: the response body, to be verified while streamed.
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobDownload, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self
+            .transport
+            .send(Method::GET, &path, None, &scope(repo))
+            .await?;
+        let resp = self.check(resp)?;
+        if resp.status() != StatusCode::OK {
+            return Err(UpstreamError::Invalid {
+                upstream: self.transport.name.clone(),
+                what: "blob response status other than 200",
+            });
+        }
+        Ok(BlobDownload {
+            length: Self::content_length(resp.headers()),
+            body: resp.into_body(),
+        })
+    }
+
+    /// `HEAD /v2/<repo>/blobs/<digest>`: the size the upstream claims.
+    pub async fn head_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self
+            .transport
+            .send(Method::HEAD, &path, None, &scope(repo))
+            .await?;
+        let resp = self.check(resp)?;
+        Ok(Self::content_length(resp.headers()))
+    }
+
+    /// `GET /v2/<repo>/tags/list?n=&last=`. Tags that break the grammar are dropped.
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&Tag>,
+    ) -> Result<TagPage, UpstreamError> {
+        let mut path = format!("/v2/{repo}/tags/list");
+        let mut sep = '?';
+        if let Some(n) = n {
+            path.push_str(&format!("{sep}n={n}"));
+            sep = '&';
+        }
+        if let Some(last) = last {
+            path.push_str(&format!("{sep}last={}", encode_query_value(last.as_str())));
+        }
+        let resp = self
+            .transport
+            .send(Method::GET, &path, None, &scope(repo))
+            .await?;
+        let resp = self.check(resp)?;
+        let more = resp.headers().contains_key(LINK);
+        let body = read_limited(
+            resp.into_body(),
+            MAX_LIST_SIZE,
+            self.transport.read_timeout,
+            &self.transport.name,
+        )
+        .await?;
+        #[derive(serde::Deserialize)]
+        struct List {
+            tags: Option<Vec<String>>,
+        }
+        let list: List = serde_json::from_slice(&body).map_err(|_| UpstreamError::Invalid {
+            upstream: self.transport.name.clone(),
+            what: "tag list is not the expected JSON",
+        })?;
+        let tags = list
+            .tags
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        Ok(TagPage { tags, more })
+    }
+
+    /// `GET /v2/<repo>/referrers/<digest>`: `None` when the upstream has no
+    /// referrers API (it answers 404, as the spec prescribes).
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Bytes>, UpstreamError> {
+        let path = format!("/v2/{repo}/referrers/{digest}");
+        let resp = self
+            .transport
+            .send(
+                Method::GET,
+                &path,
+                Some(crate::media::OCI_INDEX),
+                &scope(repo),
+            )
+            .await?;
+        let resp = match self.check(resp) {
+            Err(UpstreamError::NotFound { .. }) => return Ok(None),
+            other => other?,
+        };
+        let ct = header_str(resp.headers(), &CONTENT_TYPE).unwrap_or("");
+        if !ct.starts_with(crate::media::OCI_INDEX) {
+            return Ok(None);
+        }
+        let body = read_limited(
+            resp.into_body(),
+            MAX_LIST_SIZE,
+            self.transport.read_timeout,
+            &self.transport.name,
+        )
+        .await?;
+        Ok(Some(body))
+    }
+}
+
+/// All configured upstreams, indexed like the configuration.
+#[derive(Clone)]
+pub struct Upstreams(Arc<Vec<Upstream>>);
+
+impl Upstreams {
+    pub fn new(cfgs: &[UpstreamConfig], metrics: &Metrics) -> Result<Upstreams, UpstreamError> {
+        let list = cfgs
+            .iter()
+            .map(|c| Upstream::new(c, metrics.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Upstreams(Arc::new(list)))
+    }
+
+    pub fn get(&self, id: UpstreamId) -> &Upstream {
+        &self.0[id.0]
+    }
+}
