@@ -67,10 +67,15 @@ impl Cache {
         if !self.0.offline {
             let upstream = self.0.upstreams.get(target.upstream);
             match upstream.tags(&target.repo, n, last).await {
-                Ok(p) => {
+                Ok(mut p) => {
+                    // The spec wants lexical order and n/last honoured; some
+                    // registries (distribution 2.8) ignore both. Applying
+                    // them again is a no-op for those that don't.
+                    p.tags.sort();
+                    let (tags, truncated) = page(p.tags, n, last);
                     return Ok(TagList {
-                        tags: p.tags,
-                        more: p.more,
+                        tags,
+                        more: p.more || truncated,
                         result: CacheResult::Pass,
                     });
                 }

@@ -88,6 +88,12 @@ where
             let resp = fut.await?;
             let (parts, body) = resp.into_parts();
             let info = parts.extensions.get::<RequestInfo>().cloned();
+            // hyper stops polling once Content-Length bytes are out: that is completion.
+            let expected = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
             let line = Line {
                 start,
                 method,
@@ -99,6 +105,7 @@ where
             let body = LoggedBody {
                 inner: body.map_err(Into::into).boxed_unsync(),
                 bytes: 0,
+                expected,
                 line: Some(line),
             };
             Ok(Response::from_parts(parts, body.boxed_unsync()))
@@ -149,6 +156,8 @@ impl Line {
 struct LoggedBody {
     inner: Body,
     bytes: u64,
+    /// The response's Content-Length, if it has one.
+    expected: Option<u64>,
     line: Option<Line>,
 }
 
@@ -192,8 +201,9 @@ impl HttpBody for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(line) = self.line.take() {
-            // An empty body may never be polled: it still completed.
-            let complete = self.inner.is_end_stream();
+            // Dropped before its end was polled: complete if every promised
+            // byte went out (or an empty body was never polled).
+            let complete = self.inner.is_end_stream() || self.expected == Some(self.bytes);
             line.emit(self.bytes, complete);
         }
     }

@@ -6,7 +6,10 @@
 //! Everything binds to 127.0.0.1 only. Every child process is killed on drop.
 //! Set `PORTCULLIS_TEST_VERBOSE=1` to echo the registries' output to stderr.
 
+pub mod client;
+pub mod fake_upstream;
 pub mod images;
+pub mod portcullis;
 pub mod registry;
 pub mod token_server;
 

@@ -1,0 +1,241 @@
+//! Runs the real `portcullis` binary as a child process.
+//!
+//! Each instance gets its own data directory and config file in a tempdir
+//! and listens on `127.0.0.1:0`; readiness is the `listening` line of its JSON
+//! log (no sleeping), which also tells the port. `kill9` sends SIGKILL;
+//! `restart` starts again on the same data directory and config.
+
+use super::{Result, err, http_get};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Log {
+    lines: Vec<String>,
+    listening: Option<String>,
+    exited: bool,
+}
+
+/// A running portcullis.
+pub struct Portcullis {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    addr: String,
+    log: Arc<(Mutex<Log>, Condvar)>,
+}
+
+impl Portcullis {
+    /// Start with `extra` appended to a config that sets `listen` and
+    /// `data_dir` (so `extra` holds `[cache]`, `[[upstream]]`, `offline`...).
+    pub fn start(extra: &str) -> Result<Portcullis> {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-test-")
+            .tempdir()
+            .map_err(|e| err!("tempdir: {e}"))?;
+        let config = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{extra}\n");
+        std::fs::write(dir.path().join("portcullis.toml"), config)
+            .map_err(|e| err!("writing config: {e}"))?;
+        let mut p = Portcullis {
+            child: None,
+            dir,
+            addr: String::new(),
+            log: Arc::default(),
+        };
+        p.spawn()?;
+        Ok(p)
+    }
+
+    /// Replace the config's extra part (takes effect at the next restart).
+    pub fn rewrite_config(&self, extra: &str) -> Result<()> {
+        let config = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{extra}\n");
+        std::fs::write(self.dir.path().join("portcullis.toml"), config)
+            .map_err(|e| err!("writing config: {e}"))
+    }
+
+    /// A file next to the config (for password files and the like).
+    pub fn write_file(&self, name: &str, content: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).map_err(|e| err!("writing {name}: {e}"))?;
+        Ok(path)
+    }
+
+    /// Directory that holds the config file; relative paths resolve here.
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(self.dir.path().join("portcullis.toml"))
+            .env("PORTCULLIS_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err!("starting portcullis: {e}"))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log: Arc<(Mutex<Log>, Condvar)> = Arc::default();
+        let log2 = log.clone();
+        let verbose = std::env::var_os("PORTCULLIS_TEST_VERBOSE").is_some();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if verbose {
+                    eprintln!("[portcullis] {line}");
+                }
+                let (m, cv) = &*log2;
+                let mut g = m.lock().unwrap();
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    g.listening = v["addr"].as_str().map(str::to_owned);
+                    cv.notify_all();
+                }
+                g.lines.push(line);
+            }
+            let (m, cv) = &*log2;
+            m.lock().unwrap().exited = true;
+            cv.notify_all();
+        });
+        self.child = Some(child);
+        self.log = log;
+        let (m, cv) = &*self.log;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(addr) = &g.listening {
+                self.addr = addr.clone();
+                return Ok(());
+            }
+            if g.exited {
+                return Err(err!(
+                    "portcullis exited before listening:\n{}",
+                    g.lines.join("\n")
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(err!(
+                    "portcullis did not listen within {READY_TIMEOUT:?}:\n{}",
+                    g.lines.join("\n")
+                ));
+            }
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn host(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Files under the object store (published objects).
+    pub fn stored_objects(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir().join("objects"), &mut out);
+        out
+    }
+
+    /// Files left in the store's temp directory.
+    pub fn partial_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.data_dir().join("tmp"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Is the object with this digest (`sha256:<hex>`) stored?
+    pub fn has_object(&self, digest: &str) -> bool {
+        let (alg, hex) = digest.split_once(':').expect("algorithm:hex");
+        self.data_dir()
+            .join("objects")
+            .join(alg)
+            .join(&hex[..2])
+            .join(hex)
+            .exists()
+    }
+
+    /// Log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().lines.clone()
+    }
+
+    /// Kill with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill().map_err(|e| err!("kill -9 portcullis: {e}"))?;
+            c.wait().map_err(|e| err!("waiting for portcullis: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Start again on the same data directory and config (new port).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    /// The value of one metric series, e.g. `portcullis_cache_evictions_total`
+    /// or `portcullis_cache_requests_total{result="hit"}` (0 when absent).
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let r = http_get(&format!("{}/metrics", self.url()), &[])?;
+        let text = String::from_utf8_lossy(&r.body);
+        Ok(text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    /// Poll a metric until `ok` holds (bounded): for effects that happen in
+    /// the background, like eviction.
+    pub fn wait_for_metric(&self, series: &str, ok: impl Fn(f64) -> bool) -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.metric(series)?;
+            if ok(v) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                return Err(err!("{series} stayed at {v}\n{}", self.logs().join("\n")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Portcullis {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
