@@ -179,7 +179,7 @@ fn answer(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
     let not_found = || {
         full(
             404,
-            &[json.clone()],
+            std::slice::from_ref(&json),
             br#"{"errors":[{"code":"NOT_FOUND"}]}"#.to_vec(),
         )
     };

@@ -33,10 +33,20 @@ impl Portcullis {
     /// Start with `extra` appended to a config that sets `listen` and
     /// `data_dir` (so `extra` holds `[cache]`, `[[upstream]]`, `offline`...).
     pub fn start(extra: &str) -> Result<Portcullis> {
+        Portcullis::start_with_files(extra, &[])
+    }
+
+    /// Like [`Portcullis::start`], with `(name, content)` files written next
+    /// to the config first (password files, certificates).
+    pub fn start_with_files(extra: &str, files: &[(&str, &str)]) -> Result<Portcullis> {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-test-")
             .tempdir()
             .map_err(|e| err!("tempdir: {e}"))?;
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content)
+                .map_err(|e| err!("writing {name}: {e}"))?;
+        }
         let config = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{extra}\n");
         std::fs::write(dir.path().join("portcullis.toml"), config)
             .map_err(|e| err!("writing config: {e}"))?;
@@ -55,13 +65,6 @@ impl Portcullis {
         let config = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{extra}\n");
         std::fs::write(self.dir.path().join("portcullis.toml"), config)
             .map_err(|e| err!("writing config: {e}"))
-    }
-
-    /// A file next to the config (for password files and the like).
-    pub fn write_file(&self, name: &str, content: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, content).map_err(|e| err!("writing {name}: {e}"))?;
-        Ok(path)
     }
 
     /// Directory that holds the config file; relative paths resolve here.

@@ -1,0 +1,171 @@
+//! Faults a real registry won't produce, from a fake upstream: wrong bytes,
+//! cut bodies, rate limiting, and portcullis itself killed mid-fill.
+
+mod support;
+
+use support::client;
+use support::fake_upstream::{FakeUpstream, Fault};
+use support::portcullis::Portcullis;
+use support::{http_get, sha256_digest};
+
+const MIB: usize = 1 << 20;
+
+fn random(n: usize) -> Vec<u8> {
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    let mut v = vec![0; n];
+    std::io::Read::read_exact(&mut f, &mut v).unwrap();
+    v
+}
+
+fn config(fake: &FakeUpstream) -> String {
+    format!(
+        "[[upstream]]\nname = \"fake.test\"\nurl = \"{}\"\nread_timeout = \"5s\"\n",
+        fake.url()
+    )
+}
+
+fn blob_url(p: &Portcullis, digest: &str) -> String {
+    format!("{}/v2/fake.test/test/img/blobs/{digest}", p.url())
+}
+
+#[test]
+fn wrong_bytes_never_complete_at_the_client_and_are_never_cached() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(2 * MIB);
+    let digest = sha256_digest(&data);
+    fake.set_blob(&digest, data.clone(), Fault::WrongBytes);
+    let p = Portcullis::start(&config(&fake)).unwrap();
+
+    for attempt in 1..=2 {
+        let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
+        assert!(
+            !r.complete,
+            "attempt {attempt}: a transfer of wrong bytes completed"
+        );
+        assert!(r.bytes < data.len() as u64);
+        assert!(!p.has_object(&digest), "wrong bytes were cached");
+    }
+    assert_eq!(
+        fake.count("GET", &digest),
+        2,
+        "a failed fill must not be cached: each request refetches"
+    );
+
+    // Once the upstream serves the right bytes, the same digest fills cleanly.
+    fake.set_fault(&digest, Fault::None);
+    let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    assert!(r.complete);
+    assert_eq!(r.digest, digest);
+    assert!(p.has_object(&digest));
+}
+
+#[test]
+fn a_cut_upstream_body_fails_the_transfer_and_caches_nothing() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(MIB);
+    let digest = sha256_digest(&data);
+    fake.set_blob(&digest, data, Fault::Short(300 * 1024));
+    let p = Portcullis::start(&config(&fake)).unwrap();
+    let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.complete);
+    assert!(!p.has_object(&digest));
+    assert!(p.logs().iter().any(|l| l.contains("blob fill failed")));
+}
+
+#[test]
+fn a_manifest_that_does_not_match_its_digest_is_refused() {
+    let fake = FakeUpstream::start().unwrap();
+    let claimed = sha256_digest(b"{\"schemaVersion\":2}");
+    let served = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+    fake.set_manifest(
+        "test/img",
+        &claimed,
+        "application/vnd.oci.image.manifest.v1+json",
+        served.to_vec(),
+    );
+    let p = Portcullis::start(&config(&fake)).unwrap();
+    let r = http_get(
+        &format!("{}/v2/fake.test/test/img/manifests/{claimed}", p.url()),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("DIGEST_INVALID"));
+    assert!(!p.has_object(&claimed) && !p.has_object(&sha256_digest(served)));
+}
+
+#[test]
+fn rate_limits_are_honoured_then_passed_on() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(64 * 1024);
+    let digest = sha256_digest(&data);
+    fake.set_blob(
+        &digest,
+        data,
+        Fault::TooManyRequests {
+            times: 1,
+            retry_after: 1,
+        },
+    );
+    let p = Portcullis::start(&config(&fake)).unwrap();
+    // A short Retry-After is waited out, then the fetch succeeds.
+    let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    assert!(r.complete);
+    assert_eq!(fake.count("GET", &digest), 2);
+
+    // A long one is passed on to the client, with the upstream's Retry-After.
+    let other = random(1024);
+    let d2 = sha256_digest(&other);
+    fake.set_blob(
+        &d2,
+        other,
+        Fault::TooManyRequests {
+            times: 1,
+            retry_after: 120,
+        },
+    );
+    let r = http_get(&blob_url(&p, &d2), &[]).unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("Retry-After"), Some("120"));
+    assert!(String::from_utf8_lossy(&r.body).contains("TOOMANYREQUESTS"));
+}
+
+#[test]
+fn a_fill_killed_by_sigkill_leaves_nothing_visible_and_the_next_start_fetches_cleanly() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(4 * MIB);
+    let digest = sha256_digest(&data);
+    fake.set_blob(&digest, data.clone(), Fault::Stall(MIB));
+    let mut p = Portcullis::start(&config(&fake)).unwrap();
+
+    // The client is receiving bytes: the fill is mid-way.
+    let mut s = client::open("GET", &blob_url(&p, &digest), &[]).unwrap();
+    assert_eq!(s.status, 200);
+    assert!(s.read_at_least(512 * 1024).unwrap() >= 512 * 1024);
+    assert!(
+        !p.partial_files().is_empty(),
+        "the fill writes to a temp file"
+    );
+    assert!(!p.has_object(&digest));
+
+    p.kill9().unwrap();
+    assert!(
+        !s.finish().complete,
+        "a killed fill cannot complete at the client"
+    );
+    assert!(!p.has_object(&digest), "a partial object became visible");
+
+    fake.set_fault(&digest, Fault::None);
+    p.restart().unwrap();
+    assert!(
+        p.partial_files().is_empty(),
+        "start-up must discard partial writes"
+    );
+    assert!(!p.has_object(&digest));
+    let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    assert!(r.complete);
+    assert_eq!(r.digest, digest);
+    assert!(p.has_object(&digest));
+    assert_eq!(fake.count("GET", &digest), 2);
+}
