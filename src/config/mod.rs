@@ -592,6 +592,14 @@ mod tests {
     }
 
     #[test]
+    fn example_config_in_the_repository_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.upstreams.len(), 3);
+        assert_eq!(c.cache.max_size, 50 << 30);
+    }
+
+    #[test]
     fn defaults_fill_unset_keys() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.cache.max_size, 10 << 30);
