@@ -4,23 +4,18 @@
 
 mod support;
 
+use support::{registry_with_image, upstream};
+
 use support::images::{OCI_INDEX, OCI_MANIFEST, push_image, push_multiarch};
 use support::portcullis::Portcullis;
 use support::registry::{Mode, Registry};
 use support::{http_get, http_request};
 
-fn config_for(reg: &Registry) -> String {
-    format!(
-        "[[upstream]]\nname = \"registry.test\"\nurl = \"{}\"\n",
-        reg.url()
-    )
-}
-
 #[test]
 fn never_serves_a_manifest_type_the_client_did_not_accept() {
     let reg = Registry::start(Mode::Plain).unwrap();
     let multi = push_multiarch(&reg.host(), "test/multi:v1", &[4096], None).unwrap();
-    let p = Portcullis::start(&config_for(&reg)).unwrap();
+    let p = Portcullis::start(&upstream("registry.test", &reg.url())).unwrap();
     let url = format!("{}/v2/registry.test/test/multi/manifests/v1", p.url());
 
     let only_manifests = http_get(&url, &[("Accept", OCI_MANIFEST)]).unwrap();
@@ -52,7 +47,7 @@ fn tag_lists_paginate_in_the_clients_namespace() {
         )
         .unwrap();
     }
-    let p = Portcullis::start(&config_for(&reg)).unwrap();
+    let p = Portcullis::start(&upstream("registry.test", &reg.url())).unwrap();
     let all = http_get(
         &format!("{}/v2/registry.test/test/tags/tags/list", p.url()),
         &[],
@@ -88,8 +83,7 @@ fn tag_lists_paginate_in_the_clients_namespace() {
 
 #[test]
 fn referrers_fall_back_to_the_tag_schema_and_filter_by_artifact_type() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(&reg.host(), "test/img:v1", "linux", "amd64", &[1024], None).unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[1024]);
     let sig = push_image(&reg.host(), "test/img:sig", "linux", "amd64", &[512], None).unwrap();
     let subject = &img.manifest().digest;
     // What a referrers-aware client pushes to a registry without the API:
@@ -114,7 +108,7 @@ fn referrers_fall_back_to_the_tag_schema_and_filter_by_artifact_type() {
     )
     .unwrap();
     assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
-    let p = Portcullis::start(&config_for(&reg)).unwrap();
+    let p = Portcullis::start(&upstream("registry.test", &reg.url())).unwrap();
     let base = format!("{}/v2/registry.test/test/img/referrers/{subject}", p.url());
 
     let r = http_get(&base, &[]).unwrap();

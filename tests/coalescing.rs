@@ -3,37 +3,21 @@
 
 mod support;
 
+use support::{registry_with_image, upstream};
+
 use std::sync::{Arc, Barrier};
 
 use support::client;
-use support::images::push_image;
 use support::portcullis::Portcullis;
-use support::registry::{Mode, Registry};
 use support::sha256_digest;
 
 const MIB: usize = 1 << 20;
 
-fn config_for(reg: &Registry) -> String {
-    format!(
-        "[[upstream]]\nname = \"registry.test\"\nurl = \"{}\"\n",
-        reg.url()
-    )
-}
-
 #[test]
 fn sixteen_concurrent_gets_of_a_cold_blob_cost_one_upstream_get() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/big:v1",
-        "linux",
-        "amd64",
-        &[64 * MIB],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("test/big:v1", &[64 * MIB]);
     let layer = img.manifest().layers[0].clone();
-    let p = Portcullis::start(&config_for(&reg)).unwrap();
+    let p = Portcullis::start(&upstream("registry.test", &reg.url())).unwrap();
     reg.clear_requests().unwrap();
 
     let url = format!(
@@ -79,19 +63,10 @@ fn sixteen_concurrent_gets_of_a_cold_blob_cost_one_upstream_get() {
 
 #[test]
 fn range_request_on_a_cold_blob() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/img:v1",
-        "linux",
-        "amd64",
-        &[4 * MIB],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[4 * MIB]);
     let layer = img.manifest().layers[0].clone();
     let bytes = img.blob_bytes(&layer.digest).unwrap();
-    let p = Portcullis::start(&config_for(&reg)).unwrap();
+    let p = Portcullis::start(&upstream("registry.test", &reg.url())).unwrap();
     reg.clear_requests().unwrap();
     let url = format!(
         "{}/v2/registry.test/test/img/blobs/{}",

@@ -3,31 +3,22 @@
 
 mod support;
 
+use support::{registry_with_image, upstream};
+
 use support::client;
-use support::images::push_image;
 use support::portcullis::Portcullis;
-use support::registry::{Mode, Registry};
 
 const MIB: usize = 1 << 20;
 
 #[test]
 fn least_recently_used_blobs_are_evicted_above_max_size() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/img:v1",
-        "linux",
-        "amd64",
-        &[MIB, MIB, MIB],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[MIB, MIB, MIB]);
     let layers: Vec<_> = img.manifest().layers.clone();
-    let p = Portcullis::start(&format!(
-        "[cache]\nmax_size = \"2.5MiB\"\n[[upstream]]\nname = \"registry.test\"\nurl = \"{}\"\n",
-        reg.url()
-    ))
-    .unwrap();
+    let config = format!(
+        "[cache]\nmax_size = \"2.5MiB\"\n{}",
+        upstream("registry.test", &reg.url())
+    );
+    let p = Portcullis::start(&config).unwrap();
     let get = |digest: &str| {
         let r = client::get(
             &format!("{}/v2/registry.test/test/img/blobs/{digest}", p.url()),

@@ -4,20 +4,22 @@
 
 mod support;
 
+use support::{registry_with_image, upstream};
+
 use std::time::{Duration, Instant};
 
 use support::images::{push_image, skopeo_copy_to_dir};
 use support::portcullis::Portcullis;
-use support::registry::{Mode, Registry};
+use support::registry::Registry;
 use support::{http_get, http_request};
 
 const TTL: Duration = Duration::from_secs(2);
 
 fn config_for(reg: &Registry, extra: &str) -> String {
     format!(
-        "{extra}\n[cache]\ntag_ttl = \"{}s\"\n[[upstream]]\nname = \"registry.test\"\nurl = \"{}\"\n",
+        "{extra}\n[cache]\ntag_ttl = \"{}s\"\n{}",
         TTL.as_secs(),
-        reg.url()
+        upstream("registry.test", &reg.url())
     )
 }
 
@@ -39,16 +41,7 @@ fn digest_of_tag(p: &Portcullis, repo_tag: &str) -> (u16, Option<String>, Option
 
 #[test]
 fn a_re_pushed_tag_is_seen_after_tag_ttl() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let v1 = push_image(
-        &reg.host(),
-        "test/img:latest",
-        "linux",
-        "amd64",
-        &[1024],
-        None,
-    )
-    .unwrap();
+    let (reg, v1) = registry_with_image("test/img:latest", &[1024]);
     let p = Portcullis::start(&config_for(&reg, "")).unwrap();
     let fetched = Instant::now();
     assert_eq!(
@@ -100,16 +93,7 @@ fn a_re_pushed_tag_is_seen_after_tag_ttl() {
 
 #[test]
 fn serves_cached_content_when_the_upstream_is_down() {
-    let mut reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/img:v1",
-        "linux",
-        "amd64",
-        &[64 * 1024],
-        None,
-    )
-    .unwrap();
+    let (mut reg, img) = registry_with_image("test/img:v1", &[64 * 1024]);
     let p = Portcullis::start(&config_for(&reg, "")).unwrap();
     let src = format!("docker://{}/registry.test/test/img:v1", p.host());
     skopeo_copy_to_dir(&src, &[]).unwrap();
@@ -126,10 +110,9 @@ fn serves_cached_content_when_the_upstream_is_down() {
     );
     let again = skopeo_copy_to_dir(&src, &[]).unwrap();
     assert_eq!(again.manifest_digest, img.top_digest());
-    assert!(
-        p.logs().iter().any(|l| l.contains("upstream unavailable")),
-        "stale serving is logged"
-    );
+    // Stale serving is logged.
+    p.wait_for_log(|l| l.contains("upstream unavailable"))
+        .unwrap();
     // What was never cached cannot be served: a clear error, quickly.
     let r = http_get(
         &format!("{}/v2/registry.test/test/other/manifests/v1", p.url()),
@@ -147,16 +130,7 @@ fn serves_cached_content_when_the_upstream_is_down() {
 
 #[test]
 fn offline_mirror_serves_imported_content_and_never_calls_upstream() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/img:v1",
-        "linux",
-        "amd64",
-        &[64 * 1024],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[64 * 1024]);
     let mut p = Portcullis::start(&config_for(&reg, "")).unwrap();
     let src = format!("docker://{}/registry.test/test/img:v1", p.host());
     skopeo_copy_to_dir(&src, &[]).unwrap();

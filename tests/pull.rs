@@ -4,8 +4,10 @@
 
 mod support;
 
+use support::{registry_with_image, upstream};
+
 use support::client;
-use support::images::{push_image, push_multiarch, skopeo_copy_to_dir};
+use support::images::{push_multiarch, skopeo_copy_to_dir};
 use support::portcullis::Portcullis;
 use support::registry::{Mode, Registry};
 use support::{http_get, http_request, sha256_digest};
@@ -16,18 +18,11 @@ const CONTAINERD_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2
 /// An upstream named `registry.test` (for prefix and ns routing) and, as
 /// the default, the same registry posing as Docker Hub.
 fn config_for(reg: &Registry) -> String {
+    let url = reg.url();
     format!(
-        r#"
-[[upstream]]
-name = "registry.test"
-url = "{url}"
-
-[[upstream]]
-name = "docker.io"
-url = "{url}"
-default = true
-"#,
-        url = reg.url()
+        "{}{}default = true\n",
+        upstream("registry.test", &url),
+        upstream("docker.io", &url)
     )
 }
 
@@ -40,16 +35,7 @@ fn expected_blobs(img: &support::images::TestImage) -> Vec<String> {
 
 #[test]
 fn skopeo_pulls_by_path_prefix_with_upstream_digests_and_second_pull_is_free() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/img:v1",
-        "linux",
-        "amd64",
-        &[MIB, MIB / 2],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[MIB, MIB / 2]);
     let multi = push_multiarch(&reg.host(), "test/multi:v1", &[MIB / 4], None).unwrap();
     let p = Portcullis::start(&config_for(&reg)).unwrap();
     reg.clear_requests().unwrap();
@@ -116,8 +102,7 @@ fn skopeo_pulls_by_path_prefix_with_upstream_digests_and_second_pull_is_free() {
 
 #[test]
 fn containerd_style_requests_route_by_ns() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(&reg.host(), "test/img:v1", "linux", "amd64", &[MIB], None).unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[MIB]);
     let p = Portcullis::start(&config_for(&reg)).unwrap();
     let m = img.manifest();
 
@@ -220,16 +205,7 @@ fn containerd_style_requests_route_by_ns() {
 
 #[test]
 fn docker_registry_mirrors_paths_go_to_the_default_upstream_with_library_rule() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "library/busybox:latest",
-        "linux",
-        "amd64",
-        &[MIB / 4],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("library/busybox:latest", &[MIB / 4]);
     let p = Portcullis::start(&config_for(&reg)).unwrap();
     // What dockerd sends to a registry mirror: plain paths, short names.
     for path in [
@@ -262,16 +238,7 @@ fn docker_registry_mirrors_paths_go_to_the_default_upstream_with_library_rule() 
 
 #[test]
 fn bad_requests_get_oci_errors_and_lose_nothing() {
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/img:v1",
-        "linux",
-        "amd64",
-        &[MIB / 4],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[MIB / 4]);
     let p = Portcullis::start(&config_for(&reg)).unwrap();
     let src = format!("docker://{}/registry.test/test/img:v1", p.host());
     skopeo_copy_to_dir(&src, &[]).unwrap();
@@ -366,12 +333,8 @@ fn health_readiness_and_metrics() {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
     // One access-log line per request, with the fields operators filter on.
-    let logs = p.logs();
-    let line = logs
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["path"] == "/v2/")
-        .expect("an access log line for /v2/");
+    let line = p.wait_for_log(|l| l.contains("\"path\":\"/v2/\"")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
     for field in [
         "method",
         "status",

@@ -5,12 +5,13 @@
 
 mod support;
 
+use support::{registry_with_image, upstream};
+
 use std::path::Path;
 use std::process::Command;
 
-use support::images::{push_image, skopeo_copy_to_dir};
+use support::images::skopeo_copy_to_dir;
 use support::portcullis::Portcullis;
-use support::registry::{Mode, Registry};
 use support::{http_get, run};
 
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it.
@@ -39,35 +40,24 @@ fn make_pki(dir: &Path) -> (String, String, String) {
 fn serves_https_and_pulls_from_an_https_upstream_with_a_private_ca() {
     let pki = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_pki(pki.path());
-    let reg = Registry::start(Mode::Plain).unwrap();
-    let img = push_image(
-        &reg.host(),
-        "test/img:v1",
-        "linux",
-        "amd64",
-        &[256 * 1024],
-        None,
-    )
-    .unwrap();
+    let (reg, img) = registry_with_image("test/img:v1", &[256 * 1024]);
 
     let central = Portcullis::start_with_files(
         &format!(
-            "[tls]\ncert = \"leaf.pem\"\nkey = \"leaf.key\"\n[[upstream]]\nname = \"registry.test\"\nurl = \"{}\"\n",
-            reg.url()
+            "[tls]\ncert = \"leaf.pem\"\nkey = \"leaf.key\"\n{}",
+            upstream("registry.test", &reg.url())
         ),
         &[("leaf.pem", &cert), ("leaf.key", &key)],
     )
     .unwrap();
     assert!(central.logs().iter().any(|l| l.contains("\"tls\":true")));
 
-    let upstream = |ca_file: &str| {
-        format!(
-            "[[upstream]]\nname = \"registry.test\"\nurl = \"https://{}\"\n{ca_file}\n",
-            central.host()
-        )
+    let through_central = |ca_file: &str| {
+        let url = format!("https://{}", central.host());
+        format!("{}{ca_file}\n", upstream("registry.test", &url))
     };
     let regional =
-        Portcullis::start_with_files(&upstream("ca_file = \"ca.pem\""), &[("ca.pem", &ca)])
+        Portcullis::start_with_files(&through_central("ca_file = \"ca.pem\""), &[("ca.pem", &ca)])
             .unwrap();
     // The regional mirror routes by prefix; the central one by the same prefix.
     let src = format!(
@@ -78,7 +68,7 @@ fn serves_https_and_pulls_from_an_https_upstream_with_a_private_ca() {
     assert_eq!(pulled.manifest_digest, img.top_digest());
 
     // Without the CA, the upstream's certificate is not trusted: refused.
-    let untrusting = Portcullis::start(&upstream("")).unwrap();
+    let untrusting = Portcullis::start(&through_central("")).unwrap();
     let r = http_get(
         &format!(
             "{}/v2/registry.test/registry.test/test/img/manifests/v1",

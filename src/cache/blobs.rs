@@ -77,18 +77,10 @@ impl Cache {
                 let Some((info, pin)) = self.0.index.pin(digest) else {
                     return Err(CacheError::Offline);
                 };
-                return match self.0.store.open(digest).await? {
-                    Some(reader) => Ok(Blob {
-                        size: Some(info.size),
-                        result: CacheResult::Hit,
-                        source: Source::Published { reader, pin },
-                    }),
-                    None => {
-                        drop(pin);
-                        self.forget_missing(digest).await?;
-                        Err(CacheError::Offline)
-                    }
-                };
+                return self
+                    .open_published(digest, info.size, pin)
+                    .await?
+                    .ok_or(CacheError::Offline);
             }
             let join = self.0.blob_fills.join(
                 digest,
@@ -99,19 +91,11 @@ impl Cache {
                 },
             );
             match join {
-                Join::Cached((info, pin)) => match self.0.store.open(digest).await? {
-                    Some(reader) => {
-                        return Ok(Blob {
-                            size: Some(info.size),
-                            result: CacheResult::Hit,
-                            source: Source::Published { reader, pin },
-                        });
+                Join::Cached((info, pin)) => {
+                    if let Some(blob) = self.open_published(digest, info.size, pin).await? {
+                        return Ok(blob);
                     }
-                    None => {
-                        drop(pin);
-                        self.forget_missing(digest).await?;
-                    }
-                },
+                }
                 Join::Follow(fill) => {
                     let size = fill.ready().await?;
                     return Ok(Blob {
@@ -137,6 +121,27 @@ impl Cache {
             }
         }
         Err(CacheError::BlobUnknown)
+    }
+
+    /// Open a cached blob; `None` (and forgotten) if its file is gone.
+    async fn open_published(
+        &self,
+        digest: &Digest,
+        size: u64,
+        pin: PinGuard,
+    ) -> Result<Option<Blob>, CacheError> {
+        match self.0.store.open(digest).await? {
+            Some(reader) => Ok(Some(Blob {
+                size: Some(size),
+                result: CacheResult::Hit,
+                source: Source::Published { reader, pin },
+            })),
+            None => {
+                drop(pin);
+                self.forget_missing(digest).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// The size of a blob, for HEAD: from the index, a fill in progress, or

@@ -179,6 +179,36 @@ impl Upstream {
         }
     }
 
+    /// Send a request about `repo` and require a 2xx answer.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        repo: &RepoName,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let resp = self
+            .transport
+            .send(method, path, accept, &scope(repo))
+            .await?;
+        self.check(resp)
+    }
+
+    /// Read a whole response body of at most `limit` bytes.
+    async fn read_body(
+        &self,
+        resp: Response<Incoming>,
+        limit: usize,
+    ) -> Result<Bytes, UpstreamError> {
+        read_limited(
+            resp.into_body(),
+            limit,
+            self.transport.read_timeout,
+            &self.transport.name,
+        )
+        .await
+    }
+
     fn digest_header(&self, headers: &HeaderMap) -> Result<Option<Digest>, UpstreamError> {
         match header_str(
             headers,
@@ -204,10 +234,8 @@ impl Upstream {
     ) -> Result<FetchedManifest, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let resp = self
-            .transport
-            .send(Method::GET, &path, Some(MANIFEST_ACCEPT), &scope(repo))
+            .request(Method::GET, &path, Some(MANIFEST_ACCEPT), repo)
             .await?;
-        let resp = self.check(resp)?;
         let too_large = || UpstreamError::TooLarge {
             upstream: self.transport.name.clone(),
             limit: MAX_MANIFEST_SIZE,
@@ -217,13 +245,7 @@ impl Upstream {
         }
         let digest = self.digest_header(resp.headers())?;
         let content_type = header_str(resp.headers(), &CONTENT_TYPE).map(str::to_owned);
-        let bytes = read_limited(
-            resp.into_body(),
-            MAX_MANIFEST_SIZE,
-            self.transport.read_timeout,
-            &self.transport.name,
-        )
-        .await?;
+        let bytes = self.read_body(resp, MAX_MANIFEST_SIZE).await?;
         Ok(FetchedManifest {
             bytes,
             content_type,
@@ -240,10 +262,8 @@ impl Upstream {
     ) -> Result<Option<Digest>, UpstreamError> {
         let path = format!("/v2/{repo}/manifests/{tag}");
         let resp = self
-            .transport
-            .send(Method::HEAD, &path, Some(MANIFEST_ACCEPT), &scope(repo))
+            .request(Method::HEAD, &path, Some(MANIFEST_ACCEPT), repo)
             .await?;
-        let resp = self.check(resp)?;
         self.digest_header(resp.headers())
     }
 
@@ -254,11 +274,7 @@ impl Upstream {
         digest: &Digest,
     ) -> Result<BlobDownload, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let resp = self
-            .transport
-            .send(Method::GET, &path, None, &scope(repo))
-            .await?;
-        let resp = self.check(resp)?;
+        let resp = self.request(Method::GET, &path, None, repo).await?;
         if resp.status() != StatusCode::OK {
             return Err(UpstreamError::Invalid {
                 upstream: self.transport.name.clone(),
@@ -278,11 +294,7 @@ impl Upstream {
         digest: &Digest,
     ) -> Result<Option<u64>, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let resp = self
-            .transport
-            .send(Method::HEAD, &path, None, &scope(repo))
-            .await?;
-        let resp = self.check(resp)?;
+        let resp = self.request(Method::HEAD, &path, None, repo).await?;
         Ok(Self::content_length(resp.headers()))
     }
 
@@ -302,19 +314,9 @@ impl Upstream {
         if let Some(last) = last {
             path.push_str(&format!("{sep}last={}", encode_query_value(last.as_str())));
         }
-        let resp = self
-            .transport
-            .send(Method::GET, &path, None, &scope(repo))
-            .await?;
-        let resp = self.check(resp)?;
+        let resp = self.request(Method::GET, &path, None, repo).await?;
         let more = resp.headers().contains_key(LINK);
-        let body = read_limited(
-            resp.into_body(),
-            MAX_LIST_SIZE,
-            self.transport.read_timeout,
-            &self.transport.name,
-        )
-        .await?;
+        let body = self.read_body(resp, MAX_LIST_SIZE).await?;
         #[derive(serde::Deserialize)]
         struct List {
             tags: Option<Vec<String>>,
@@ -340,16 +342,10 @@ impl Upstream {
         digest: &Digest,
     ) -> Result<Option<Bytes>, UpstreamError> {
         let path = format!("/v2/{repo}/referrers/{digest}");
-        let resp = self
-            .transport
-            .send(
-                Method::GET,
-                &path,
-                Some(crate::media::OCI_INDEX),
-                &scope(repo),
-            )
-            .await?;
-        let resp = match self.check(resp) {
+        let resp = match self
+            .request(Method::GET, &path, Some(crate::media::OCI_INDEX), repo)
+            .await
+        {
             Err(UpstreamError::NotFound { .. }) => return Ok(None),
             other => other?,
         };
@@ -357,13 +353,7 @@ impl Upstream {
         if !ct.starts_with(crate::media::OCI_INDEX) {
             return Ok(None);
         }
-        let body = read_limited(
-            resp.into_body(),
-            MAX_LIST_SIZE,
-            self.transport.read_timeout,
-            &self.transport.name,
-        )
-        .await?;
+        let body = self.read_body(resp, MAX_LIST_SIZE).await?;
         Ok(Some(body))
     }
 }

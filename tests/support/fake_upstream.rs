@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Fault {
     /// Serve the blob correctly.
     None,
-    /// Same length, one byte flipped (in the middle).
+    /// Same length, the last byte flipped; sent in two halves 100 ms apart,
+    /// so the response is under way before the last byte arrives.
     WrongBytes,
     /// Announce the full length, send only the first `n` bytes, then close.
     Short(usize),
@@ -212,9 +213,10 @@ fn answer(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
         Fault::None => full(200, &[len], data),
         Fault::WrongBytes => {
             let mut bad = data;
-            let mid = bad.len() / 2;
-            bad[mid] ^= 0xff;
-            full(200, &[len], bad)
+            let last = bad.len() - 1;
+            bad[last] ^= 0xff;
+            let half = bad.len().div_ceil(2);
+            streamed(len, bad, half, Some(Duration::from_millis(100)), false)
         }
         Fault::TooManyRequests { times, retry_after } => {
             if times > 0 {

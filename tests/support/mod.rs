@@ -48,6 +48,23 @@ macro_rules! err {
 }
 pub(crate) use err;
 
+/// An `[[upstream]]` table for portcullis's config.
+pub fn upstream(name: &str, url: &str) -> String {
+    format!("[[upstream]]\nname = \"{name}\"\nurl = \"{url}\"\n")
+}
+
+/// A plain registry with one linux/amd64 image (random layers of
+/// `layer_sizes`) pushed to it as `repo_tag`.
+pub fn registry_with_image(
+    repo_tag: &str,
+    layer_sizes: &[usize],
+) -> (registry::Registry, images::TestImage) {
+    let reg = registry::Registry::start(registry::Mode::Plain).unwrap();
+    let img =
+        images::push_image(&reg.host(), repo_tag, "linux", "amd64", layer_sizes, None).unwrap();
+    (reg, img)
+}
+
 /// `"sha256:<hex>"` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))

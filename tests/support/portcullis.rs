@@ -98,9 +98,9 @@ impl Portcullis {
                     && v["message"] == "listening"
                 {
                     g.listening = v["addr"].as_str().map(str::to_owned);
-                    cv.notify_all();
                 }
                 g.lines.push(line);
+                cv.notify_all();
             }
             let (m, cv) = &*log2;
             m.lock().unwrap().exited = true;
@@ -188,6 +188,34 @@ impl Portcullis {
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.log.0.lock().unwrap().lines.clone()
+    }
+
+    /// Wait (bounded) until a log line satisfies `pred`, and return it. Log
+    /// lines travel through a pipe, so they may trail the responses.
+    pub fn wait_for_log(&self, pred: impl Fn(&str) -> bool) -> Result<String> {
+        let (m, cv) = &*self.log;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(l) = g.lines.iter().find(|l| pred(l)) {
+                return Ok(l.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || g.exited {
+                return Err(err!("no such log line in:\n{}", g.lines.join("\n")));
+            }
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// Make sure the log lines of every request answered so far have
+    /// arrived: send a marker request and wait for its access-log line.
+    pub fn flush_logs(&self) -> Result<Vec<String>> {
+        let n = self.log.0.lock().unwrap().lines.len();
+        let marker = format!("/healthz?flush={n}");
+        http_get(&format!("{}{marker}", self.url()), &[])?;
+        self.wait_for_log(|l| l.contains(&marker))?;
+        Ok(self.logs())
     }
 
     /// Kill with SIGKILL: no shutdown code runs.
