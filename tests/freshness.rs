@@ -122,10 +122,29 @@ fn serves_cached_content_when_the_upstream_is_down() {
     assert_eq!(r.status, 502);
     assert!(String::from_utf8_lossy(&r.body).contains("cannot reach upstream"));
 
-    // Back up: revalidation resumes and the warning goes away.
-    reg.start_again().unwrap();
+    // While the upstream is known to be down, stale answers do not wait out
+    // retries: portcullis fails fast, and says so.
     let (status, _, warning) = digest_of_tag(&p, "test/img:v1");
-    assert_eq!((status, warning), (200, None));
+    assert_eq!(status, 200);
+    assert!(warning.is_some());
+    p.wait_for_log(|l| {
+        l.contains("serving the cached manifest") && l.contains("unreachable moments ago")
+    })
+    .unwrap();
+
+    // Back up: after the fail-fast hold (5 s) one request probes, revalidation
+    // resumes and the warning goes away.
+    reg.start_again().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, warning) = digest_of_tag(&p, "test/img:v1");
+        assert_eq!(status, 200);
+        if warning.is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "revalidation never resumed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::UpstreamError;
 use super::auth::{Auth, Challenge};
+use super::breaker::Breaker;
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
 
@@ -198,6 +199,7 @@ pub struct Transport {
     pub auth: Auth,
     pub read_timeout: Duration,
     pub metrics: Metrics,
+    pub breaker: Breaker,
 }
 
 impl Transport {
@@ -211,10 +213,24 @@ impl Transport {
         accept: Option<&str>,
         scope: &str,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let admission = self
+            .breaker
+            .admit()
+            .map_err(|retry_in| UpstreamError::Down {
+                upstream: self.name.clone(),
+                retry_in,
+            })?;
         let result = self.send_inner(method, path_and_query, accept, scope).await;
         match &result {
             Ok(resp) => self.metrics.upstream_response(&self.name, resp.status()),
             Err(_) => self.metrics.upstream_error(&self.name),
+        }
+        match &result {
+            Err(UpstreamError::Connect { .. } | UpstreamError::Timeout { .. }) => {
+                tracing::warn!(upstream = %self.name, hold = ?super::breaker::HOLD, "upstream unreachable; failing fast for a while");
+                admission.unreachable();
+            }
+            _ => admission.reachable(),
         }
         result
     }

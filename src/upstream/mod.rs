@@ -7,6 +7,7 @@
 //! This module must not touch the cache or decide what a client sees.
 
 pub mod auth;
+pub mod breaker;
 pub mod client;
 
 use std::sync::Arc;
@@ -39,6 +40,13 @@ pub enum UpstreamError {
         upstream: String,
         #[source]
         source: hyper_util::client::legacy::Error,
+    },
+    #[error(
+        "cannot reach upstream {upstream}: it was unreachable moments ago; trying again in {retry_in:?}"
+    )]
+    Down {
+        upstream: String,
+        retry_in: Duration,
     },
     #[error("upstream {upstream} did not answer within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
@@ -95,6 +103,7 @@ impl UpstreamError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             UpstreamError::Connect { .. }
+            | UpstreamError::Down { .. }
             | UpstreamError::Timeout { .. }
             | UpstreamError::Body { .. }
             | UpstreamError::TooManyRequests { .. } => true,
@@ -149,6 +158,7 @@ impl Upstream {
                 base: cfg.url.clone(),
                 read_timeout: cfg.read_timeout,
                 metrics,
+                breaker: breaker::Breaker::new(breaker::HOLD),
                 name,
             },
         })
