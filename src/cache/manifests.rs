@@ -136,6 +136,9 @@ impl Cache {
     }
 
     async fn local_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CacheError> {
+        if !self.has_manifest(digest) {
+            return Ok(None);
+        }
         Ok(self.read_object(digest).await?.and_then(|(bytes, info)| {
             info.media_type.map(|media_type| Manifest {
                 digest: digest.clone(),

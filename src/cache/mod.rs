@@ -216,7 +216,8 @@ impl Cache {
         self.commit(pending, digest, media_type).await
     }
 
-    /// Read a whole stored object (manifests and lists: small by construction).
+    /// Read a whole stored manifest or list. Objects larger than a manifest
+    /// may be (a blob's digest asked for as a manifest) are never read.
     async fn read_object(
         &self,
         digest: &Digest,
@@ -224,6 +225,9 @@ impl Cache {
         let Some((info, _pin)) = self.0.index.pin(digest) else {
             return Ok(None);
         };
+        if info.size > crate::upstream::MAX_MANIFEST_SIZE as u64 {
+            return Ok(None);
+        }
         let Some(reader) = self.0.store.open(digest).await? else {
             self.forget_missing(digest).await?;
             return Ok(None);
