@@ -123,3 +123,41 @@ fn anonymous_or_wrong_credentials_are_denied_clearly() {
     );
     assert!(logs.iter().all(|l| !l.contains("not-the-password")));
 }
+
+/// `testuser:testpass`, bcrypt with cost 4 (what `htpasswd -B -C 4` writes).
+const HTPASSWD: &str = "testuser:$2b$04$ILCrwYltBQMNR.jPbei6XO0bKv1Z5BvcmEnzeTcQR6t5rLA09e9vq\n";
+
+#[test]
+fn answers_basic_challenges_with_the_mirrors_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, HTPASSWD).unwrap();
+    let reg = Registry::start(Mode::Htpasswd(htpasswd)).unwrap();
+    let img = push_image(
+        &reg.host(),
+        "private/app:v1",
+        "linux",
+        "amd64",
+        &[64 * 1024],
+        Some("testuser:testpass"),
+    )
+    .unwrap();
+
+    let p = Portcullis::start_with_files(
+        &config(&reg, "username = \"testuser\"\npassword_file = \"pw\""),
+        &[("pw", "testpass\n")],
+    )
+    .unwrap();
+    let src = format!("docker://{}/registry.test/private/app:v1", p.host());
+    let pulled = skopeo_copy_to_dir(&src, &[]).unwrap();
+    assert_eq!(pulled.manifest_digest, img.top_digest());
+
+    // Without credentials the Basic challenge cannot be answered.
+    let anon = Portcullis::start(&config(&reg, "")).unwrap();
+    let r = http_get(
+        &format!("{}/v2/registry.test/private/app/manifests/v1", anon.url()),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 403);
+}

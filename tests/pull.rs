@@ -304,7 +304,28 @@ fn bad_requests_get_oci_errors_and_lose_nothing() {
 #[test]
 fn health_readiness_and_metrics() {
     let reg = Registry::start(Mode::Plain).unwrap();
-    let p = Portcullis::start(&config_for(&reg)).unwrap();
+    let p = Portcullis::start(&format!(
+        "admin_listen = \"127.0.0.1:0\"\n{}",
+        config_for(&reg)
+    ))
+    .unwrap();
+
+    // The admin listener answers health and metrics, and nothing else.
+    let line = p
+        .wait_for_log(|l| l.contains("\"admin listening\""))
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let admin = format!("http://{}", line["addr"].as_str().unwrap());
+    assert_eq!(
+        http_get(&format!("{admin}/metrics"), &[]).unwrap().status,
+        200
+    );
+    assert_eq!(
+        http_get(&format!("{admin}/readyz"), &[]).unwrap().status,
+        200
+    );
+    assert_eq!(http_get(&format!("{admin}/v2/"), &[]).unwrap().status, 404);
+
     assert_eq!(
         http_get(&format!("{}/healthz", p.url()), &[])
             .unwrap()

@@ -433,6 +433,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sha512_objects_verify_and_shard_by_their_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let data = Bytes::from_static(b"sha512 content");
+        let d = Digest::of(Algorithm::Sha512, &data);
+        let mut w = store.create(&d, Some(data.len() as u64)).await.unwrap();
+        w.append(vec![data.clone()]).await.unwrap();
+        w.finish().await.unwrap().publish().await.unwrap();
+        let path = dir
+            .path()
+            .join("objects/sha512")
+            .join(&d.hex()[..2])
+            .join(d.hex());
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        assert_eq!(
+            store.list().await.unwrap(),
+            vec![(d.clone(), data.len() as u64)]
+        );
+        let wrong = Digest::of(Algorithm::Sha512, b"other");
+        let mut w = store.create(&wrong, None).await.unwrap();
+        w.append(vec![data]).await.unwrap();
+        assert!(matches!(
+            w.finish().await.err().unwrap(),
+            StoreError::DigestMismatch { .. }
+        ));
+    }
+
+    #[tokio::test]
     async fn wrong_bytes_never_become_visible() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();

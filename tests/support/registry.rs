@@ -46,6 +46,8 @@ pub enum Mode {
     Plain,
     /// Bearer-token authentication against a token server.
     Token(TokenAuth),
+    /// HTTP Basic authentication against an htpasswd file (bcrypt entries).
+    Htpasswd(PathBuf),
     /// distribution's own pull-through cache of `remoteurl` (refuses pushes).
     Proxy {
         /// Upstream URL, e.g. `http://127.0.0.1:P`.
@@ -298,6 +300,12 @@ impl Registry {
                     q(&t.service),
                     q(&t.issuer),
                     q(&t.rootcertbundle.to_string_lossy())
+                );
+            }
+            Mode::Htpasswd(path) => {
+                y += &format!(
+                    "auth:\n  htpasswd:\n    realm: portcullis-test\n    path: {}\n",
+                    q(&path.to_string_lossy())
                 );
             }
             Mode::Proxy { remoteurl, creds } => {
