@@ -179,3 +179,33 @@ fn a_fill_killed_by_sigkill_leaves_nothing_visible_and_the_next_start_fetches_cl
     assert!(p.has_object(&digest));
     assert_eq!(fake.count("GET", &digest), 2);
 }
+
+#[test]
+fn a_damaged_cached_file_is_fetched_again_not_served_short() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(MIB);
+    let digest = sha256_digest(&data);
+    fake.set_blob(&digest, data, Fault::None);
+    let p = Portcullis::start(&config(&fake)).unwrap();
+    assert!(client::get(&blob_url(&p, &digest), &[]).unwrap().complete);
+
+    // Someone (or a failing disk) truncates the cached file.
+    let (_, hex) = digest.split_once(':').unwrap();
+    let path = p
+        .data_dir()
+        .join("objects/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+
+    let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    assert!(r.complete);
+    assert_eq!(r.digest, digest);
+    assert_eq!(fake.count("GET", &digest), 2);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), MIB as u64);
+}

@@ -32,6 +32,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 enum Source {
     Published {
         reader: Arc<dyn ObjectReader>,
+        size: u64,
         pin: PinGuard,
     },
     Filling(Arc<Fill>),
@@ -49,18 +50,19 @@ pub struct Blob {
 impl Blob {
     /// Wait for the size of a blob whose upstream did not announce it.
     pub async fn size_when_done(&self) -> Result<u64, CacheError> {
-        match (&self.source, self.size) {
-            (_, Some(n)) => Ok(n),
-            (Source::Filling(fill), None) => fill.size_when_done().await,
-            (Source::Published { reader, .. }, None) => Ok(reader.size()),
+        match &self.source {
+            Source::Published { size, .. } => Ok(*size),
+            Source::Filling(fill) => match self.size {
+                Some(n) => Ok(n),
+                None => fill.size_when_done().await,
+            },
         }
     }
 
     /// Stream bytes `start..end` (`end` exclusive, `None` = to the end).
     pub fn stream(self, start: u64, end: Option<u64>) -> ByteStream {
         match self.source {
-            Source::Published { reader, pin } => {
-                let size = self.size.unwrap_or_else(|| reader.size());
+            Source::Published { reader, size, pin } => {
                 published(reader, start, end.unwrap_or(size).min(size), pin)
             }
             Source::Filling(fill) => fill.stream(start, end),
@@ -123,7 +125,8 @@ impl Cache {
         Err(CacheError::BlobUnknown)
     }
 
-    /// Open a cached blob; `None` (and forgotten) if its file is gone.
+    /// Open a cached blob; `None` (and forgotten) if its file is gone or
+    /// is not the size the index recorded.
     async fn open_published(
         &self,
         digest: &Digest,
@@ -131,12 +134,16 @@ impl Cache {
         pin: PinGuard,
     ) -> Result<Option<Blob>, CacheError> {
         match self.0.store.open(digest).await? {
-            Some(reader) => Ok(Some(Blob {
+            Some(object) if object.size == size => Ok(Some(Blob {
                 size: Some(size),
                 result: CacheResult::Hit,
-                source: Source::Published { reader, pin },
+                source: Source::Published {
+                    reader: object.reader,
+                    size,
+                    pin,
+                },
             })),
-            None => {
+            _ => {
                 drop(pin);
                 self.forget_missing(digest).await?;
                 Ok(None)

@@ -261,9 +261,6 @@ mod tests {
     struct Growing(Mutex<Vec<u8>>);
 
     impl ObjectReader for Growing {
-        fn size(&self) -> u64 {
-            self.0.lock().unwrap().len() as u64
-        }
         fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, std::io::Result<Bytes>> {
             let data = self.0.lock().unwrap();
             let start = (offset as usize).min(data.len());

@@ -228,9 +228,12 @@ impl Cache {
         if info.size > crate::upstream::MAX_MANIFEST_SIZE as u64 {
             return Ok(None);
         }
-        let Some(reader) = self.0.store.open(digest).await? else {
-            self.forget_missing(digest).await?;
-            return Ok(None);
+        let reader = match self.0.store.open(digest).await? {
+            Some(object) if object.size == info.size => object.reader,
+            _ => {
+                self.forget_missing(digest).await?;
+                return Ok(None);
+            }
         };
         let bytes = reader
             .read_at(0, info.size as usize)
@@ -247,8 +250,8 @@ impl Cache {
         Ok(Some((bytes, info)))
     }
 
-    /// An indexed object's file is gone (deleted by hand, disk trouble):
-    /// forget it so the next request fetches it again.
+    /// An indexed object's file is gone or damaged (deleted or truncated by
+    /// hand, disk trouble): forget it so the next request fetches it again.
     async fn forget_missing(&self, digest: &Digest) -> Result<(), CacheError> {
         tracing::warn!(%digest, "cached object is missing from the store; it will be fetched again");
         self.0.index.forget(vec![digest.clone()]).await?;

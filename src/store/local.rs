@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    BoxFuture, ObjectReader, ObjectStore, ObjectWriter, PendingObject, StoreError, blocking,
+    BoxFuture, ObjectReader, ObjectStore, ObjectWriter, PendingObject, StoreError, StoredObject,
+    blocking,
 };
 use crate::digest::{Algorithm, Digest, Hasher};
 
@@ -107,16 +108,15 @@ impl ObjectStore for LocalStore {
     fn open<'a>(
         &'a self,
         digest: &'a Digest,
-    ) -> BoxFuture<'a, Result<Option<Arc<dyn ObjectReader>>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<StoredObject>, StoreError>> {
         let path = self.object_path(digest);
         Box::pin(blocking(move || match File::open(&path) {
             Ok(file) => {
                 let size = file.metadata().map_err(io_err("stat", &path))?.len();
                 let reader: Arc<dyn ObjectReader> = Arc::new(FileReader {
                     file: Arc::new(file),
-                    size: Some(size),
                 });
-                Ok(Some(reader))
+                Ok(Some(StoredObject { size, reader }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("open", &path)(e)),
@@ -273,7 +273,6 @@ impl ObjectWriter for LocalWriter {
     fn reader(&self) -> Arc<dyn ObjectReader> {
         Arc::new(FileReader {
             file: self.file.clone(),
-            size: None,
         })
     }
 
@@ -351,16 +350,9 @@ impl PendingObject for LocalPending {
 /// Ranged reads through a shared file handle (pread: no shared cursor).
 struct FileReader {
     file: Arc<File>,
-    /// Fixed for published objects; `None` while still being written.
-    size: Option<u64>,
 }
 
 impl ObjectReader for FileReader {
-    fn size(&self) -> u64 {
-        self.size
-            .unwrap_or_else(|| self.file.metadata().map(|m| m.len()).unwrap_or(0))
-    }
-
     fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, io::Result<Bytes>> {
         let file = self.file.clone();
         Box::pin(async move {
@@ -422,9 +414,12 @@ mod tests {
         let pending = w.finish().await.unwrap();
         assert_eq!(pending.size(), data.len() as u64);
         pending.publish().await.unwrap();
-        let r = store.open(&d).await.unwrap().unwrap();
-        assert_eq!(r.size(), data.len() as u64);
-        assert_eq!(r.read_at(7, 100).await.unwrap().as_ref(), b"portcullis");
+        let o = store.open(&d).await.unwrap().unwrap();
+        assert_eq!(o.size, data.len() as u64);
+        assert_eq!(
+            o.reader.read_at(7, 100).await.unwrap().as_ref(),
+            b"portcullis"
+        );
         assert_eq!(read_all(&*reader).await, data);
         let listed = store.list().await.unwrap();
         assert_eq!(listed, vec![(d.clone(), data.len() as u64)]);

@@ -4,7 +4,7 @@
 //! a verified writer ([`ObjectWriter`]) that hashes as it writes and refuses to
 //! finish if the bytes do not match the digest and length, ranged reads
 //! ([`ObjectReader`], which also work on an object still being written, for
-//! followers of a fill), stat (via [`ObjectStore::open`]), delete and list.
+//! followers of a fill), stat (with [`ObjectStore::open`]), delete and list.
 //! Local files ([`local::LocalStore`]) are the only backend today; the request
 //! path only sees these traits, so a shared S3-compatible backend can be added
 //! without touching it. This module must not know about the index, tags,
@@ -66,12 +66,11 @@ pub trait ObjectStore: Send + Sync + 'static {
         expected_len: Option<u64>,
     ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StoreError>>;
 
-    /// Open a published object for ranged reads (`None` if absent). The
-    /// reader's `size` is the object's stat.
+    /// Stat and open a published object for ranged reads (`None` if absent).
     fn open<'a>(
         &'a self,
         digest: &'a Digest,
-    ) -> BoxFuture<'a, Result<Option<Arc<dyn ObjectReader>>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<StoredObject>, StoreError>>;
 
     /// Delete published objects; absent ones are ignored.
     fn delete(&self, digests: Vec<Digest>) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -81,11 +80,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'_, Result<Vec<(Digest, u64)>, StoreError>>;
 }
 
+/// A published object, opened: its size as stored, and a reader.
+pub struct StoredObject {
+    pub size: u64,
+    pub reader: Arc<dyn ObjectReader>,
+}
+
 /// Ranged reads of one object.
 pub trait ObjectReader: Send + Sync {
-    /// Size of the object in bytes (for an object being written: so far).
-    fn size(&self) -> u64;
-
     /// Read up to `max` bytes at `offset`. Returns fewer bytes only at the end
     /// of what has been written.
     fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, io::Result<Bytes>>;
