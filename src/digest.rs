@@ -75,11 +75,6 @@ impl Digest {
         hasher.update(bytes);
         hasher.finish()
     }
-
-    /// True when `bytes` hash to this digest.
-    pub fn matches(&self, bytes: &[u8]) -> bool {
-        Digest::of(self.algorithm, bytes) == *self
-    }
 }
 
 impl FromStr for Digest {
@@ -188,8 +183,8 @@ mod tests {
         let d: Digest = EMPTY_SHA256.parse().unwrap();
         assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d.to_string(), EMPTY_SHA256);
-        assert!(d.matches(b""));
-        assert!(!d.matches(b"x"));
+        assert_eq!(Digest::of(Algorithm::Sha256, b""), d);
+        assert_ne!(Digest::of(Algorithm::Sha256, b"x"), d);
     }
 
     #[test]

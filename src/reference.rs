@@ -50,11 +50,6 @@ impl RepoName {
         &self.0
     }
 
-    /// The path components, in order.
-    pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.0.split('/')
-    }
-
     /// A new name with `prefix/` in front (used for Docker Hub's `library/`).
     pub fn with_prefix(&self, prefix: &str) -> Result<RepoName, NameError> {
         format!("{prefix}/{}", self.0).parse()

@@ -138,10 +138,6 @@ impl Bound {
             .expect("a bound listener has an address")
     }
 
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
     /// Serve until `shutdown` resolves, then drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Bound {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LINK};
-use http::{Method, Response, StatusCode, Uri};
+use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::config::UpstreamConfig;
@@ -166,10 +166,6 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.transport.name
-    }
-
-    pub fn base(&self) -> &Uri {
-        &self.transport.base
     }
 
     pub fn read_timeout(&self) -> Duration {
