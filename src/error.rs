@@ -113,6 +113,7 @@ pub fn render(err: &ApiError, endpoint: Option<&Endpoint>) -> Rendered {
             }
         },
         ApiError::NotAcceptable(_) => (StatusCode::NOT_FOUND, Code::ManifestUnknown),
+        ApiError::Denied(_) => (StatusCode::FORBIDDEN, Code::Denied),
         ApiError::RangeNotSatisfiable { size } => {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 headers.push((CONTENT_RANGE, v));

@@ -26,6 +26,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    rule: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -49,6 +55,7 @@ struct Inner {
     cache_objects: Gauge,
     evictions: Counter,
     evicted_bytes: Counter,
+    decisions: Family<DecisionLabels, Counter>,
 }
 
 /// Handle to the process's metrics; cheap to clone.
@@ -160,6 +167,12 @@ impl Metrics {
             "Bytes evicted to stay under cache.max_size",
             evicted_bytes.clone(),
         );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Policy gate decisions by rule (\"-\" for the default) and outcome",
+            decisions.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -173,6 +186,7 @@ impl Metrics {
             cache_objects,
             evictions,
             evicted_bytes,
+            decisions,
         }))
     }
 
@@ -245,6 +259,16 @@ impl Metrics {
         self.0
             .cache_objects
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    pub fn policy_decision(&self, rule: &str, outcome: &'static str) {
+        self.0
+            .decisions
+            .get_or_create(&DecisionLabels {
+                rule: rule.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn evicted(&self, objects: u64, bytes: u64) {

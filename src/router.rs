@@ -219,6 +219,28 @@ impl Router {
         })
     }
 
+    /// Resolve an image reference as people write it (`alpine`,
+    /// `ghcr.io/acme/app:v1`, `registry.test/x@sha256:...`) the way
+    /// Docker does: a first component with `.` or `:` (or `localhost`) is the
+    /// registry, which must be configured; otherwise the default upstream.
+    pub fn resolve_image(&self, image: &str) -> Result<(Target, Option<Reference>), RouteError> {
+        let (name, reference) = match image.split_once('@') {
+            Some((n, d)) => (
+                n,
+                Some(Reference::Digest(d.parse().map_err(RouteError::BadDigest)?)),
+            ),
+            None => match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                Some((n, t)) => (
+                    n,
+                    Some(Reference::Tag(t.parse().map_err(RouteError::BadTag)?)),
+                ),
+                None => (image, None),
+            },
+        };
+        let segments: Vec<&str> = name.split('/').collect();
+        Ok((self.resolve(&segments, None)?, reference))
+    }
+
     /// Choose the upstream and the upstream-side repository name.
     fn resolve(&self, name: &[&str], ns: Option<RegistryHost>) -> Result<Target, RouteError> {
         let client_name = name.join("/");
@@ -451,6 +473,29 @@ mod tests {
             ),
             Err(RouteError::NoDefault)
         ));
+    }
+
+    #[test]
+    fn resolves_image_references_like_docker() {
+        let r = router();
+        let (t, reference) = r.resolve_image("alpine").unwrap();
+        assert_eq!(
+            (t.reference(), reference),
+            ("docker.io/library/alpine".to_owned(), None)
+        );
+        let (t, reference) = r.resolve_image("ghcr.io/acme/app:v1").unwrap();
+        assert_eq!(t.reference(), "ghcr.io/acme/app");
+        assert_eq!(reference, Some(Reference::Tag("v1".parse().unwrap())));
+        let (t, reference) = r
+            .resolve_image(&format!("127.0.0.1:5001/test/img@{DIGEST}"))
+            .unwrap();
+        assert_eq!(t.upstream, UpstreamId(2));
+        assert!(matches!(reference, Some(Reference::Digest(_))));
+        assert!(matches!(
+            r.resolve_image("quay.io/x/y:1"),
+            Err(RouteError::UnknownRegistry(_))
+        ));
+        assert!(r.resolve_image("ghcr.io/Acme/app").is_err());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! `GET`/`HEAD /v2/<name>/manifests/<reference>` and `Accept` negotiation.
 
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, WARNING};
+
+use crate::gate::Outcome;
 use http::{Response, StatusCode};
 
 use super::{
-    ApiError, App, CONTENT_DIGEST, Reply, empty, full, header, not_modified, stale_warning,
+    ApiError, App, CONTENT_DIGEST, Reply, empty, full, header, not_modified, policy_warning,
+    stale_warning,
 };
 use crate::metrics::CacheResult;
 use crate::reference::Reference;
@@ -59,6 +62,16 @@ impl App {
         if !accepts(headers, &m.media_type) {
             return Err(ApiError::NotAcceptable(m.media_type));
         }
+        // The gate sees the exact bytes about to be served.
+        let decision = match &self.gate {
+            Some(gate) => Some(gate.check(target, reference, &m).await),
+            None => None,
+        };
+        if let Some(d) = &decision
+            && !d.outcome.serves()
+        {
+            return Err(ApiError::Denied(Box::new(d.clone())));
+        }
         let etag = format!("\"{}\"", m.digest);
         let status = if not_modified(headers, &etag) {
             StatusCode::NOT_MODIFIED
@@ -77,7 +90,10 @@ impl App {
         h.insert(CONTENT_DIGEST, header(&m.digest));
         h.insert(ETAG, header(etag));
         if result == CacheResult::Stale {
-            h.insert(WARNING, stale_warning());
+            h.append(WARNING, stale_warning());
+        }
+        if let Some(d) = decision.filter(|d| d.outcome == Outcome::Warned) {
+            h.append(WARNING, policy_warning(&d));
         }
         Ok(Reply::new(r, Some(result)))
     }

@@ -5,9 +5,11 @@
 //! `Docker-Distribution-API-Version`, `ETag`, `OCI-Namespace`), `Accept`
 //! negotiation, `Range`, conditional requests, `Warning` on stale answers,
 //! and health and metrics endpoints. Requests arrive routed by
-//! [`crate::router`]; content comes from [`crate::cache`] (the policy gate
-//! will sit between the two). Errors are rendered by [`crate::error`], and
-//! nowhere else. This module must not fetch, store or verify content itself.
+//! [`crate::router`]; content comes from [`crate::cache`], and every
+//! manifest passes the policy [`crate::gate`] (when a policy is configured)
+//! before a byte of it is served. Errors are rendered by [`crate::error`],
+//! and nowhere else. This module must not fetch, store or verify content
+//! itself.
 
 mod blobs;
 mod lists;
@@ -26,6 +28,7 @@ use hyper::body::Frame;
 use crate::cache::fill::{BoxError, ByteStream};
 use crate::cache::{Cache, CacheError};
 use crate::error::{Rendered, render};
+use crate::gate::{Decision, Gate};
 use crate::metrics::{CacheResult, Metrics};
 use crate::reference::RegistryHost;
 use crate::router::{Endpoint, Route, RouteError, Router};
@@ -49,6 +52,8 @@ pub enum ApiError {
     NotAcceptable(Arc<str>),
     #[error("range not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
+    #[error("{}", .0.message())]
+    Denied(Box<Decision>),
 }
 
 impl From<CacheError> for ApiError {
@@ -116,19 +121,43 @@ fn route_label(endpoint: Option<&Endpoint>) -> &'static str {
     }
 }
 
+/// `Warning` for an answer the policy would refuse in enforce mode.
+fn policy_warning(decision: &Decision) -> HeaderValue {
+    // A quoted-string of visible ASCII only.
+    let text: String = decision
+        .message()
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
+                '\''
+            } else {
+                c
+            }
+        })
+        .collect();
+    header(format!("199 portcullis \"{text}\""))
+}
+
 /// The application: routes requests and answers them.
 pub struct App {
-    router: Router,
+    router: Arc<Router>,
     cache: Cache,
+    gate: Option<Arc<Gate>>,
     metrics: Metrics,
     draining: AtomicBool,
 }
 
 impl App {
-    pub fn new(router: Router, cache: Cache, metrics: Metrics) -> App {
+    pub fn new(
+        router: Arc<Router>,
+        cache: Cache,
+        gate: Option<Arc<Gate>>,
+        metrics: Metrics,
+    ) -> App {
         App {
             router,
             cache,
+            gate,
             metrics,
             draining: AtomicBool::new(false),
         }

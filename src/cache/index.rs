@@ -6,8 +6,9 @@
 //! they appear in memory, so nothing is served that a crash would forget.
 //! Readers *pin* an entry for as long as they stream it, and eviction only
 //! takes unpinned entries. Access times live in memory and are flushed in
-//! batches. Every redb transaction runs on the blocking pool. This module
-//! must not touch object bytes or upstreams.
+//! batches. It also keeps the policy gate's verdicts (opaque bytes with an
+//! expiry), mirrored in memory the same way. Every redb transaction runs on
+//! the blocking pool. This module must not touch object bytes or upstreams.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +24,8 @@ use crate::reference::{RegistryHost, RepoName, Tag};
 const OBJECTS: TableDefinition<&str, (u64, u64, &str)> = TableDefinition::new("objects");
 /// "registry repo kind name" -> (digest, fetched-at in ms since the epoch)
 const TAGS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("tags");
+/// verdict key -> (expires at in ms since the epoch, verdict bytes)
+const VERDICTS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("verdicts");
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,7 @@ struct Entry {
 struct Mem {
     objects: HashMap<Digest, Entry>,
     tags: HashMap<TagKey, TagEntry>,
+    verdicts: HashMap<String, (u64, Arc<[u8]>)>,
     total: u64,
     /// Strictly increasing access stamp (ms since the epoch, bumped on ties).
     clock: u64,
@@ -165,6 +169,7 @@ impl Index {
         let tx = db.begin_write()?;
         tx.open_table(OBJECTS)?;
         tx.open_table(TAGS)?;
+        tx.open_table(VERDICTS)?;
         tx.commit()?;
         let mut mem = Mem::default();
         let tx = db.begin_read()?;
@@ -198,6 +203,15 @@ impl Index {
                         fetched_at: from_unix_ms(fetched),
                     },
                 );
+            }
+        }
+        let now = unix_ms(SystemTime::now());
+        for row in tx.open_table(VERDICTS)?.iter()? {
+            let (k, v) = row?;
+            let (expires, bytes) = v.value();
+            if expires > now {
+                mem.verdicts
+                    .insert(k.value().to_owned(), (expires, Arc::from(bytes)));
             }
         }
         Ok(Index {
@@ -436,6 +450,75 @@ impl Index {
         .await
     }
 
+    /// A verdict that has not expired.
+    pub fn verdict(&self, key: &str) -> Option<Arc<[u8]>> {
+        let now = unix_ms(SystemTime::now());
+        let mem = self.mem();
+        mem.verdicts
+            .get(key)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Store verdicts, each with its own lifetime, in one transaction.
+    pub async fn put_verdicts(
+        &self,
+        entries: Vec<(String, Duration, Vec<u8>)>,
+    ) -> Result<(), IndexError> {
+        let now = SystemTime::now();
+        let rows: Vec<(String, u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|(k, ttl, v)| (k, unix_ms(now + ttl), v))
+            .collect();
+        let mem_rows: Vec<(String, u64, Arc<[u8]>)> = rows
+            .iter()
+            .map(|(k, e, v)| (k.clone(), *e, Arc::from(v.as_slice())))
+            .collect();
+        self.write(move |tx| {
+            let mut t = tx.open_table(VERDICTS)?;
+            for (k, expires, v) in &rows {
+                t.insert(k.as_str(), (*expires, v.as_slice()))?;
+            }
+            Ok(())
+        })
+        .await?;
+        let mut mem = self.mem();
+        for (k, e, v) in mem_rows {
+            mem.verdicts.insert(k, (e, v));
+        }
+        Ok(())
+    }
+
+    /// Drop expired verdicts; returns how many.
+    pub async fn purge_verdicts(&self) -> Result<usize, IndexError> {
+        let now = unix_ms(SystemTime::now());
+        let expired: Vec<String> = {
+            let mut mem = self.mem();
+            let keys: Vec<String> = mem
+                .verdicts
+                .iter()
+                .filter(|(_, (e, _))| *e <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &keys {
+                mem.verdicts.remove(k);
+            }
+            keys
+        };
+        let n = expired.len();
+        if n > 0 {
+            self.write(move |tx| {
+                let mut t = tx.open_table(VERDICTS)?;
+                for k in &expired {
+                    t.remove(k.as_str())?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(n)
+    }
+
     /// Persist access times recorded since the last flush.
     pub async fn flush_access_times(&self) -> Result<usize, IndexError> {
         let dirty: Vec<(String, u64, u64, String)> = {
@@ -576,6 +659,30 @@ mod tests {
         assert_eq!(r.dropped_entries, 2);
         assert_eq!(r.orphans, vec![d("short"), d("orphan")]);
         assert_eq!(idx.totals(), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn verdicts_expire_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        {
+            let idx = Index::open(&path).unwrap();
+            idx.put_verdicts(vec![
+                ("long".into(), Duration::from_secs(3600), b"pass".to_vec()),
+                ("gone".into(), Duration::ZERO, b"deny".to_vec()),
+            ])
+            .await
+            .unwrap();
+            assert_eq!(idx.verdict("long").as_deref(), Some(&b"pass"[..]));
+            assert!(
+                idx.verdict("gone").is_none(),
+                "an expired verdict must not be used"
+            );
+            assert_eq!(idx.purge_verdicts().await.unwrap(), 1);
+        }
+        let idx = Index::open(&path).unwrap();
+        assert_eq!(idx.verdict("long").as_deref(), Some(&b"pass"[..]));
+        assert!(idx.verdict("missing").is_none());
     }
 
     #[test]

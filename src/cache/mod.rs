@@ -175,7 +175,21 @@ impl Cache {
     /// Write access times to disk (also done periodically).
     pub async fn flush(&self) -> Result<(), CacheError> {
         self.0.index.flush_access_times().await?;
+        self.0.index.purge_verdicts().await?;
         Ok(())
+    }
+
+    /// A cached policy verdict (opaque to the cache).
+    pub fn verdict(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.0.index.verdict(key)
+    }
+
+    /// Cache policy verdicts, each with its lifetime.
+    pub async fn put_verdicts(
+        &self,
+        entries: Vec<(String, Duration, Vec<u8>)>,
+    ) -> Result<(), CacheError> {
+        Ok(self.0.index.put_verdicts(entries).await?)
     }
 
     /// Publish a verified object and index it; returns it pinned.

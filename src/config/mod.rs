@@ -90,6 +90,7 @@ struct RawConfig {
     #[serde(default)]
     offline: bool,
     log_format: Option<String>,
+    policy: Option<PathBuf>,
     tls: Option<RawTls>,
     #[serde(default)]
     cache: RawCache,
@@ -155,6 +156,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub offline: bool,
     pub log_format: LogFormat,
+    /// The signature policy file; without one every image is served unchecked.
+    pub policy: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
     pub cache: CacheConfig,
     pub upstreams: Vec<UpstreamConfig>,
@@ -412,12 +415,22 @@ impl RawConfig {
                 "only one upstream may be the default",
             ));
         }
+        let policy = self.policy.as_deref().map(|p| resolve(base, p));
+        if let Some(p) = &policy
+            && !p.is_file()
+        {
+            return Err(invalid(
+                "policy",
+                format!("{} is not a readable file", p.display()),
+            ));
+        }
         Ok(Config {
             listen,
             admin_listen,
             data_dir,
             offline: self.offline,
             log_format,
+            policy,
             tls,
             cache,
             upstreams,

@@ -33,6 +33,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::api::{App, Body};
 use crate::cache::{Cache, CacheError};
 use crate::config::Config;
+use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::upstream::{UpstreamError, Upstreams};
@@ -58,6 +59,8 @@ pub enum ServerError {
     },
     #[error("invalid TLS certificate or key")]
     Tls(#[source] rustls::Error),
+    #[error("invalid policy")]
+    Policy(#[source] crate::policy::PolicyError),
 }
 
 /// The application as a tower service. On the admin listener only health
@@ -104,8 +107,31 @@ pub async fn bind(config: &Config) -> Result<Bound, ServerError> {
     let cache = Cache::open(config, upstreams, metrics.clone())
         .await
         .map_err(ServerError::Cache)?;
-    let router = Router::new(&config.upstreams);
-    let app = Arc::new(App::new(router, cache, metrics));
+    let router = Arc::new(Router::new(&config.upstreams));
+    let gate = match &config.policy {
+        None => None,
+        Some(path) => {
+            let policy = crate::policy::Policy::load(path, &config.upstreams)
+                .map_err(ServerError::Policy)?;
+            tracing::info!(
+                policy = %path.display(),
+                fingerprint = %policy.fingerprint,
+                rules = policy.rules.len(),
+                "policy loaded"
+            );
+            let gate = Arc::new(Gate::new(
+                policy,
+                path.clone(),
+                config.upstreams.clone(),
+                cache.clone(),
+                router.clone(),
+                metrics.clone(),
+            ));
+            crate::gate::spawn_reloader(gate.clone());
+            Some(gate)
+        }
+    };
+    let app = Arc::new(App::new(router, cache, gate, metrics));
     let tls = config
         .tls
         .as_ref()

@@ -1,0 +1,638 @@
+//! Checking one piece of evidence against a rule's signers, offline.
+//!
+//! Uses `sigstore-verify` for everything cryptographic: certificate chains to
+//! the root's Fulcio CAs with the code-signing EKU and validity at the proven
+//! time, SCTs (when the root lists CT logs), Rekor SETs, inclusion proofs and
+//! checkpoints, RFC 3161 timestamps, and that the log entry is for this very
+//! signature and key. Legacy cosign `.sig` layers are assembled into the
+//! equivalent v0.1 bundle so they get the same checks. A keyed signature
+//! without a log entry is checked with the key alone, as cosign's
+//! `--tlog-upload=false` allows, unless the signer says `tlog = "required"`.
+//! What the library leaves to callers is done here: the signed payload must
+//! name the digest being served, a DSSE bundle counts only with the cosign
+//! signature predicate, and identities (issuer, subject, workflow claims) are
+//! matched with the policy's anchored matchers on the *verified* certificate.
+//! Pure computation: call it off the async threads.
+
+use std::collections::BTreeSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use sigstore_verify::crypto::{KeyAlgorithm, SigningScheme, verify_signature};
+use sigstore_verify::types::{
+    Bundle, DerPublicKey, Sha256Hash, SignatureBytes, SignatureContent, Statement,
+};
+use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult};
+
+use super::discover::Evidence;
+use crate::digest::{Algorithm, Digest};
+use crate::policy::{Root, Signer, Tlog, WorkflowClaims};
+
+/// The in-toto predicate that makes a DSSE bundle a signature (not an attestation).
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+const SIMPLE_SIGNING_TYPE: &str = "cosign container image signature";
+/// Rejection details kept for the refusal message.
+const MAX_DETAILS: usize = 3;
+
+/// What one piece of evidence proved.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// (signer index, signing identity) for each signer it satisfied.
+    pub matched: Vec<(usize, String)>,
+    /// Why it satisfied no signer.
+    pub rejection: Option<String>,
+}
+
+/// The signed content a piece of evidence offers, once parsed.
+enum Signed {
+    /// A legacy simple-signing payload and its signature.
+    Legacy {
+        payload: Vec<u8>,
+        signature: SignatureBytes,
+        /// The v0.1 bundle equivalent, when there is a log entry or a certificate.
+        bundle: Option<Bundle>,
+        has_certificate: bool,
+        has_log_entry: bool,
+    },
+    /// A DSSE Sigstore bundle over the image digest.
+    Dsse(Bundle),
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        _ => Err("a certificate annotation holds no PEM certificate".into()),
+    }
+}
+
+/// Assemble the v0.1 bundle cosign's legacy annotations amount to.
+fn legacy_bundle(
+    payload: &[u8],
+    signature_b64: &str,
+    certificate: Option<&str>,
+    chain: Option<&str>,
+    rekor_bundle: Option<&str>,
+) -> Result<Bundle, String> {
+    let mut material = match certificate {
+        Some(pem) => {
+            let mut certs = pem_to_der(pem)?;
+            if certs.len() != 1 {
+                return Err("the certificate annotation must hold exactly one certificate".into());
+            }
+            if let Some(chain) = chain {
+                certs.extend(pem_to_der(chain)?);
+            }
+            let certs: Vec<Value> = certs
+                .iter()
+                .map(|c| json!({ "rawBytes": STANDARD.encode(c) }))
+                .collect();
+            json!({ "x509CertificateChain": { "certificates": certs } })
+        }
+        None => json!({ "publicKey": { "hint": "" } }),
+    };
+    let mut entries = Vec::new();
+    if let Some(rb) = rekor_bundle {
+        let bad = |what: &str| format!("the Rekor bundle annotation is malformed: {what}");
+        let rb: Value = serde_json::from_str(rb).map_err(|_| bad("not JSON"))?;
+        let p = &rb["Payload"];
+        let body_b64 = p["body"].as_str().ok_or_else(|| bad("no body"))?;
+        let body: Value = STANDARD
+            .decode(body_b64)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| bad("body is not base64 JSON"))?;
+        let log_id = p["logID"].as_str().ok_or_else(|| bad("no logID"))?;
+        let log_id = (log_id.len() % 2 == 0 && log_id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| {
+                (0..log_id.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&log_id[i..i + 2], 16))
+                    .collect::<Result<Vec<u8>, _>>()
+            })
+            .and_then(Result::ok)
+            .ok_or_else(|| bad("logID is not hex"))?;
+        entries.push(json!({
+            "logIndex": p["logIndex"].as_i64().ok_or_else(|| bad("no logIndex"))?.to_string(),
+            "logId": { "keyId": STANDARD.encode(log_id) },
+            "kindVersion": { "kind": body["kind"], "version": body["apiVersion"] },
+            "integratedTime": p["integratedTime"].as_i64().ok_or_else(|| bad("no integratedTime"))?.to_string(),
+            "inclusionPromise": { "signedEntryTimestamp": rb["SignedEntryTimestamp"] },
+            "canonicalizedBody": body_b64,
+        }));
+    }
+    material["tlogEntries"] = json!(entries);
+    let digest = sigstore_verify::crypto::sha256(payload);
+    let bundle = json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "verificationMaterial": material,
+        "messageSignature": {
+            "messageDigest": { "algorithm": "SHA2_256", "digest": STANDARD.encode(digest.as_bytes()) },
+            "signature": signature_b64,
+        }
+    });
+    Bundle::from_json(&bundle.to_string())
+        .map_err(|e| format!("the signature does not form a valid bundle: {e}"))
+}
+
+/// Parse evidence and check what it claims to sign, before any cryptography.
+fn signed(evidence: &Evidence, subject: &Digest) -> Result<Signed, String> {
+    match evidence {
+        Evidence::Legacy {
+            payload,
+            signature,
+            certificate,
+            chain,
+            rekor_bundle,
+            ..
+        } => {
+            let p: Value = serde_json::from_slice(payload)
+                .map_err(|_| "the payload is not JSON".to_owned())?;
+            if p["critical"]["type"] != SIMPLE_SIGNING_TYPE {
+                return Err("the payload is not a cosign container image signature".into());
+            }
+            let named = p["critical"]["image"]["docker-manifest-digest"]
+                .as_str()
+                .unwrap_or("");
+            if named != subject.to_string() {
+                return Err(format!("signed for another image ({named:?})"));
+            }
+            let sig = SignatureBytes::from_base64(signature)
+                .map_err(|_| "the signature is not base64".to_owned())?;
+            let has_certificate = certificate.is_some();
+            let has_log_entry = rekor_bundle.is_some();
+            let bundle = if has_certificate || has_log_entry {
+                Some(legacy_bundle(
+                    payload,
+                    signature,
+                    certificate.as_deref(),
+                    chain.as_deref(),
+                    rekor_bundle.as_deref(),
+                )?)
+            } else {
+                None
+            };
+            Ok(Signed::Legacy {
+                payload: payload.to_vec(),
+                signature: sig,
+                bundle,
+                has_certificate,
+                has_log_entry,
+            })
+        }
+        Evidence::Bundle { json, .. } => {
+            let text =
+                std::str::from_utf8(json).map_err(|_| "the bundle is not UTF-8".to_owned())?;
+            let bundle =
+                Bundle::from_json(text).map_err(|e| format!("not a valid Sigstore bundle: {e}"))?;
+            let SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
+                return Err(
+                    "a message-signature bundle cannot sign an image: expected DSSE".into(),
+                );
+            };
+            let statement: Statement = serde_json::from_slice(envelope.payload.as_bytes())
+                .map_err(|_| "the DSSE payload is not an in-toto statement".to_owned())?;
+            if statement.predicate_type != COSIGN_SIGN_PREDICATE {
+                return Err(format!(
+                    "an attestation (predicate {}), not a signature",
+                    statement.predicate_type
+                ));
+            }
+            if subject.algorithm() != Algorithm::Sha256 {
+                return Err("only sha256 images can be checked against bundles".into());
+            }
+            Ok(Signed::Dsse(bundle))
+        }
+    }
+}
+
+/// Plain signature check with a key, trying the schemes cosign uses for its type.
+fn verify_with_key(
+    key: &DerPublicKey,
+    payload: &[u8],
+    signature: &SignatureBytes,
+) -> Result<(), String> {
+    let algorithm = KeyAlgorithm::from_spki(key).map_err(|e| format!("unusable key: {e}"))?;
+    let schemes: &[SigningScheme] = match algorithm {
+        KeyAlgorithm::EcdsaP256 => &[SigningScheme::EcdsaP256Sha256],
+        KeyAlgorithm::EcdsaP384 => &[
+            SigningScheme::EcdsaP384Sha384,
+            SigningScheme::EcdsaP384Sha256,
+        ],
+        KeyAlgorithm::Ed25519 => &[SigningScheme::Ed25519],
+        KeyAlgorithm::Rsa => &[SigningScheme::RsaPkcs1Sha256, SigningScheme::RsaPssSha256],
+        _ => return Err("unsupported key type".into()),
+    };
+    if schemes
+        .iter()
+        .any(|s| verify_signature(key, payload, signature, *s).is_ok())
+    {
+        Ok(())
+    } else {
+        Err("the signature does not verify with this key".into())
+    }
+}
+
+fn keyless_policy(root: &Root) -> VerificationPolicy {
+    let policy = VerificationPolicy::any_identity();
+    // A root without CT logs cannot check SCTs: it is a private deployment's choice.
+    if root.trusted_root.ctlogs.is_empty() {
+        policy.skip_sct()
+    } else {
+        policy
+    }
+}
+
+/// Match a verified certificate's claims against a keyless signer.
+fn keyless_identity(
+    result: &VerificationResult,
+    issuer: &crate::policy::Matcher,
+    subject: &crate::policy::Matcher,
+    workflow: &WorkflowClaims,
+) -> Result<String, String> {
+    if !result.certificate_verified() {
+        return Err("the certificate was not verified".into());
+    }
+    let san = result
+        .identity()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    let iss = result.issuer().unwrap_or("");
+    if !issuer.matches(iss) {
+        return Err(format!("issuer {iss:?} does not match {issuer}"));
+    }
+    if !subject.matches(&san) {
+        return Err(format!("subject {san:?} does not match {subject}"));
+    }
+    let claims = result.certificate().map(|c| &c.ci_claims);
+    let github = claims.map(|c| &c.deprecated_github);
+    let want =
+        |name: &str, expected: &Option<String>, actual: Option<String>| -> Result<(), String> {
+            match expected {
+                Some(e) if actual.as_deref() != Some(e.as_str()) => Err(format!(
+                    "{name} {:?} does not match {e:?}",
+                    actual.unwrap_or_default()
+                )),
+                _ => Ok(()),
+            }
+        };
+    let repository = github
+        .and_then(|g| g.workflow_repository.clone())
+        .or_else(|| {
+            claims
+                .and_then(|c| c.source_repository_uri.as_deref())
+                .and_then(|u| u.strip_prefix("https://github.com/"))
+                .map(str::to_owned)
+        });
+    want("workflow repository", &workflow.repository, repository)?;
+    let git_ref = github
+        .and_then(|g| g.workflow_ref.clone())
+        .or_else(|| claims.and_then(|c| c.source_repository_ref.clone()));
+    want("workflow ref", &workflow.git_ref, git_ref)?;
+    let trigger = github
+        .and_then(|g| g.workflow_trigger.clone())
+        .or_else(|| claims.and_then(|c| c.build_trigger.clone()));
+    want("workflow trigger", &workflow.trigger, trigger)?;
+    Ok(format!("{iss} {san}"))
+}
+
+/// Check one signer against parsed evidence: the signing identity, or why not.
+fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<String, String> {
+    match (signer, signed) {
+        (
+            Signer::Key { key, tlog, root },
+            Signed::Legacy {
+                payload,
+                signature,
+                bundle,
+                has_certificate,
+                has_log_entry,
+            },
+        ) => {
+            if *has_certificate {
+                return Err(format!(
+                    "carries a certificate, not a signature by key {}",
+                    key.name
+                ));
+            }
+            match (has_log_entry, root, bundle) {
+                (true, Some(root), Some(bundle)) => {
+                    let policy = PublicKeyVerificationPolicy::new(key.der.clone());
+                    root.verifier
+                        .verify(&payload[..], bundle, &policy)
+                        .map_err(|e| format!("key {}: {e}", key.name))?;
+                }
+                _ if *tlog == Tlog::Required => {
+                    return Err(format!(
+                        "no transparency-log proof, and key {} requires one",
+                        key.name
+                    ));
+                }
+                _ => verify_with_key(&key.der, payload, signature)
+                    .map_err(|e| format!("key {}: {e}", key.name))?,
+            }
+            Ok(format!("key {}", key.name))
+        }
+        (Signer::Key { key, root, .. }, Signed::Dsse(bundle)) => {
+            let Some(root) = root else {
+                return Err(format!(
+                    "a bundle's log entry needs a trusted root; key {} names none",
+                    key.name
+                ));
+            };
+            let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
+            let policy = PublicKeyVerificationPolicy::new(key.der.clone());
+            root.verifier
+                .verify(artifact, bundle, &policy)
+                .map_err(|e| format!("key {}: {e}", key.name))?;
+            Ok(format!("key {}", key.name))
+        }
+        (
+            Signer::Keyless {
+                root,
+                issuer,
+                subject: who,
+                workflow,
+            },
+            Signed::Legacy {
+                payload,
+                bundle,
+                has_certificate,
+                has_log_entry,
+                ..
+            },
+        ) => {
+            let bundle = match (has_certificate, has_log_entry, bundle) {
+                (false, _, _) => return Err("no certificate: not a keyless signature".into()),
+                (true, false, _) => {
+                    return Err("a keyless signature without a transparency-log entry".into());
+                }
+                (true, true, Some(b)) => b,
+                (true, true, None) => return Err("no bundle".into()),
+            };
+            let result = root
+                .verifier
+                .verify(&payload[..], bundle, &keyless_policy(root))
+                .map_err(|e| format!("root {}: {e}", root.name))?;
+            keyless_identity(&result, issuer, who, workflow)
+        }
+        (
+            Signer::Keyless {
+                root,
+                issuer,
+                subject: who,
+                workflow,
+            },
+            Signed::Dsse(bundle),
+        ) => {
+            let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
+            let result = root
+                .verifier
+                .verify(artifact, bundle, &keyless_policy(root))
+                .map_err(|e| format!("root {}: {e}", root.name))?;
+            keyless_identity(&result, issuer, who, workflow)
+        }
+    }
+}
+
+/// Check one piece of evidence against every signer.
+pub fn check(evidence: &Evidence, subject: &Digest, signers: &[Signer]) -> Checked {
+    let signed = match signed(evidence, subject) {
+        Ok(s) => s,
+        Err(why) => {
+            return Checked {
+                matched: Vec::new(),
+                rejection: Some(format!("{}: {why}", evidence.origin())),
+            };
+        }
+    };
+    let mut checked = Checked::default();
+    let mut reasons = Vec::new();
+    for (i, signer) in signers.iter().enumerate() {
+        match check_signer(signer, &signed, subject) {
+            Ok(identity) => checked.matched.push((i, identity)),
+            Err(why) => reasons.push(why),
+        }
+    }
+    if checked.matched.is_empty() {
+        checked.rejection = Some(format!("{}: {}", evidence.origin(), reasons.join("; ")));
+    }
+    checked
+}
+
+/// Signatures checked so far for one digest, and which signers they satisfy.
+#[derive(Debug, Default)]
+pub struct Tally {
+    checked: usize,
+    /// (signer index, identity, signer description)
+    satisfied: Vec<(usize, String, String)>,
+    rejections: Vec<String>,
+}
+
+impl Tally {
+    pub fn add(&mut self, signers: &[Signer], checked: Checked) {
+        self.checked += 1;
+        for (i, identity) in checked.matched {
+            let described = signers[i].describe();
+            if !self
+                .satisfied
+                .iter()
+                .any(|(j, id, _)| *j == i && *id == identity)
+            {
+                self.satisfied.push((i, identity, described));
+            }
+        }
+        if let Some(r) = checked.rejection {
+            self.rejections.push(r);
+        }
+    }
+
+    pub fn checked(&self) -> usize {
+        self.checked
+    }
+
+    /// The largest set of signers each backed by a different signing identity
+    /// (a maximum bipartite matching): two signatures by one key, or one
+    /// certificate matching two signer entries, count once.
+    fn matching(&self) -> Vec<(usize, String)> {
+        let signers: BTreeSet<usize> = self.satisfied.iter().map(|(i, _, _)| *i).collect();
+        let mut owner: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        fn augment<'a>(
+            s: usize,
+            edges: &'a [(usize, String, String)],
+            seen: &mut BTreeSet<&'a str>,
+            owner: &mut std::collections::HashMap<&'a str, usize>,
+        ) -> bool {
+            for (_, id, _) in edges.iter().filter(|(i, _, _)| *i == s) {
+                if seen.insert(id.as_str()) {
+                    let free = match owner.get(id.as_str()) {
+                        None => true,
+                        Some(&other) => augment(other, edges, seen, owner),
+                    };
+                    if free {
+                        owner.insert(id.as_str(), s);
+                        return true;
+                    }
+                }
+            }
+            false
+        }
+        for s in signers {
+            let mut seen = BTreeSet::new();
+            augment(s, &self.satisfied, &mut seen, &mut owner);
+        }
+        let mut out: Vec<(usize, String)> = owner
+            .into_iter()
+            .map(|(id, s)| (s, id.to_owned()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Distinct signers verified.
+    pub fn distinct(&self) -> usize {
+        self.matching().len()
+    }
+
+    /// The verified signers, described.
+    pub fn signers(&self) -> Vec<String> {
+        self.matching()
+            .into_iter()
+            .map(|(s, id)| {
+                let described = self
+                    .satisfied
+                    .iter()
+                    .find(|(i, _, _)| *i == s)
+                    .map(|(_, _, d)| d.clone())
+                    .unwrap_or_default();
+                if described.starts_with("key ") {
+                    described
+                } else {
+                    format!("{described} ({id})")
+                }
+            })
+            .collect()
+    }
+
+    /// A refusal reason a node operator can act on.
+    pub fn failure_reason(&self, threshold: usize, skipped: &[String]) -> String {
+        let matched = self.distinct();
+        let mut reason = if matched == 0 {
+            format!(
+                "no signature from a required signer: {} signatures checked, 0 matched",
+                self.checked
+            )
+        } else {
+            format!(
+                "{matched} of {threshold} required signers verified: {} signatures checked",
+                self.checked
+            )
+        };
+        let details: Vec<&str> = self
+            .rejections
+            .iter()
+            .chain(skipped)
+            .map(String::as_str)
+            .take(MAX_DETAILS)
+            .collect();
+        if !details.is_empty() {
+            reason.push_str(&format!(" ({})", details.join("; ")));
+        }
+        reason
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(edges: &[(usize, &str)]) -> Tally {
+        Tally {
+            checked: edges.len(),
+            satisfied: edges
+                .iter()
+                .map(|(i, id)| (*i, (*id).to_owned(), format!("signer {i}")))
+                .collect(),
+            rejections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn distinct_signers_need_distinct_identities() {
+        // Two signatures by one key: one signer.
+        assert_eq!(tally(&[(0, "key a"), (0, "key a")]).distinct(), 1);
+        // One certificate matching two keyless entries counts once.
+        assert_eq!(tally(&[(0, "cert x"), (1, "cert x")]).distinct(), 1);
+        // Two certificates, two entries: two, even when both match entry 0.
+        assert_eq!(
+            tally(&[(0, "cert x"), (0, "cert y"), (1, "cert x")]).distinct(),
+            2
+        );
+        assert_eq!(tally(&[]).distinct(), 0);
+    }
+
+    #[test]
+    fn failure_reasons_count_and_explain() {
+        let mut t = tally(&[]);
+        t.checked = 2;
+        t.rejections
+            .push(".sig layer x: signed for another image".into());
+        let r = t.failure_reason(1, &["junk referrer".into()]);
+        assert_eq!(
+            r,
+            "no signature from a required signer: 2 signatures checked, 0 matched (.sig layer x: signed for another image; junk referrer)"
+        );
+    }
+
+    #[test]
+    fn payload_must_name_the_served_digest() {
+        let served = Digest::of(Algorithm::Sha256, b"served");
+        let other = Digest::of(Algorithm::Sha256, b"other");
+        let payload = format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"x"}},"image":{{"docker-manifest-digest":"{other}"}},"type":"cosign container image signature"}},"optional":null}}"#
+        );
+        let evidence = Evidence::Legacy {
+            layer: other.clone(),
+            payload: payload.into(),
+            signature: STANDARD.encode(b"sig"),
+            certificate: None,
+            chain: None,
+            rekor_bundle: None,
+        };
+        let c = check(&evidence, &served, &[]);
+        assert!(c.rejection.unwrap().contains("signed for another image"));
+    }
+
+    #[test]
+    fn attestations_are_not_signatures() {
+        let subject = Digest::of(Algorithm::Sha256, b"s");
+        let statement = json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "x", "digest": {"sha256": subject.hex()}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {}
+        });
+        let bundle = json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"publicKey": {"hint": ""}, "tlogEntries": []},
+            "dsseEnvelope": {
+                "payload": STANDARD.encode(statement.to_string()),
+                "payloadType": "application/vnd.in-toto+json",
+                "signatures": [{"sig": STANDARD.encode(b"x"), "keyid": ""}]
+            }
+        });
+        let evidence = Evidence::Bundle {
+            manifest: Digest::of(Algorithm::Sha256, b"m"),
+            json: bundle.to_string().into(),
+        };
+        let c = check(&evidence, &Digest::of(Algorithm::Sha256, b"s"), &[]);
+        let why = c.rejection.unwrap();
+        assert!(
+            why.contains("an attestation") || why.contains("not a valid Sigstore bundle"),
+            "{why}"
+        );
+    }
+}

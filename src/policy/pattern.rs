@@ -1,0 +1,293 @@
+//! Image patterns (globs on normalized references) and identity matchers
+//! (exact strings or regexes, always matched whole).
+//!
+//! A pattern is split on `/` like the reference it is matched against: a
+//! segment `**` matches any number of whole segments (zero included), `*`
+//! inside a segment matches any run of characters except `/`. The first
+//! segment names a registry, so `trusted.io/*` can never match
+//! `evil.io/trusted.io/x`. Regexes are wrapped as `^(?:...)$` whatever the
+//! user wrote. This module must not know about signatures or upstreams.
+
+use std::fmt;
+
+use regex::Regex;
+
+/// Why a pattern or regex was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("pattern is empty")]
+    Empty,
+    #[error("pattern {0:?} has an empty path segment")]
+    EmptySegment(String),
+    #[error("in pattern {0:?}, \"**\" must be a whole path segment")]
+    DoubleStarInSegment(String),
+    #[error(
+        "pattern {0:?} must start with a registry name, e.g. \"docker.io/library/alpine\" or \"ghcr.io/acme/**\": patterns match normalized references"
+    )]
+    NoRegistry(String),
+    #[error("pattern {0:?} holds characters that never appear in image references")]
+    BadCharacters(String),
+    #[error("invalid regular expression")]
+    Regex(#[source] regex::Error),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    /// `**`: any number of segments.
+    Any,
+    /// Literal text and `*` wildcards within one segment, split on `*`.
+    Glob(Vec<String>),
+}
+
+/// A glob over normalized image references.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImagePattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+fn looks_like_registry(segment: &str) -> bool {
+    segment.contains('.') || segment.contains(':') || segment == "localhost"
+}
+
+impl ImagePattern {
+    /// Parse a pattern. `canonical` maps a registry name as written (an alias
+    /// such as `index.docker.io`) to the upstream's canonical name; `docker_hub`
+    /// says whether that registry gets Docker Hub's `library/` rule.
+    pub fn parse(
+        text: &str,
+        canonical: impl Fn(&str) -> Option<(String, bool)>,
+    ) -> Result<ImagePattern, PatternError> {
+        if text.is_empty() {
+            return Err(PatternError::Empty);
+        }
+        let ok_chars = text.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b"._-/*:".contains(&b)
+                || b.is_ascii_uppercase()
+        });
+        if !ok_chars {
+            return Err(PatternError::BadCharacters(text.to_owned()));
+        }
+        let mut parts: Vec<String> = text.split('/').map(str::to_owned).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(PatternError::EmptySegment(text.to_owned()));
+        }
+        let first = &parts[0];
+        if !(first.contains('*') || looks_like_registry(first)) {
+            return Err(PatternError::NoRegistry(text.to_owned()));
+        }
+        // Registry names are case-insensitive and may be aliases.
+        if !first.contains('*') {
+            let lower = first.to_ascii_lowercase();
+            let (name, hub) = canonical(&lower).unwrap_or((lower, false));
+            parts[0] = name;
+            // Docker Hub's short names: docker.io/alpine is docker.io/library/alpine.
+            if hub && parts.len() == 2 && !parts[1].contains('*') {
+                parts.insert(1, "library".to_owned());
+            }
+        }
+        let mut segments = Vec::with_capacity(parts.len());
+        for p in &parts {
+            if p == "**" {
+                if segments.last() != Some(&Segment::Any) {
+                    segments.push(Segment::Any);
+                }
+            } else if p.contains("**") {
+                return Err(PatternError::DoubleStarInSegment(text.to_owned()));
+            } else {
+                segments.push(Segment::Glob(p.split('*').map(str::to_owned).collect()));
+            }
+        }
+        Ok(ImagePattern {
+            text: parts.join("/"),
+            segments,
+        })
+    }
+
+    /// Does the normalized reference (`registry/repository`) match?
+    pub fn matches(&self, reference: &str) -> bool {
+        let parts: Vec<&str> = reference.split('/').collect();
+        match_segments(&self.segments, &parts)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for ImagePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+fn match_segments(pattern: &[Segment], parts: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => parts.is_empty(),
+        Some((Segment::Any, rest)) => {
+            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
+        }
+        Some((Segment::Glob(pieces), rest)) => match parts.split_first() {
+            Some((part, more)) => glob_segment(pieces, part) && match_segments(rest, more),
+            None => false,
+        },
+    }
+}
+
+/// Match one segment against literal pieces separated by `*`.
+fn glob_segment(pieces: &[String], text: &str) -> bool {
+    let (first, rest) = pieces
+        .split_first()
+        .expect("split yields at least one piece");
+    let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return remaining.is_empty();
+    };
+    for piece in middle {
+        match remaining.find(piece.as_str()) {
+            Some(i) => remaining = &remaining[i + piece.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last.as_str())
+}
+
+/// An exact string or a regex that must match the whole value.
+#[derive(Clone)]
+pub enum Matcher {
+    Exact(String),
+    Regex { written: String, regex: Regex },
+}
+
+impl Matcher {
+    /// Compile `written` anchored at both ends, whatever it already says.
+    pub fn regex(written: &str) -> Result<Matcher, PatternError> {
+        let regex = Regex::new(&format!("^(?:{written})$")).map_err(PatternError::Regex)?;
+        Ok(Matcher::Regex {
+            written: written.to_owned(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(s) => s == value,
+            Matcher::Regex { regex, .. } => regex.is_match(value),
+        }
+    }
+}
+
+impl fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Matcher::Exact(s) => write!(f, "{s:?}"),
+            Matcher::Regex { written, .. } => write!(f, "/{written}/"),
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(name: &str) -> Option<(String, bool)> {
+        match name {
+            "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+                Some(("docker.io".into(), true))
+            }
+            other => Some((other.into(), false)),
+        }
+    }
+
+    fn pat(s: &str) -> ImagePattern {
+        ImagePattern::parse(s, canonical).unwrap()
+    }
+
+    #[test]
+    fn star_is_one_segment_and_double_star_any_number() {
+        let p = pat("ghcr.io/acme/*");
+        assert!(p.matches("ghcr.io/acme/app"));
+        assert!(!p.matches("ghcr.io/acme/team/app"));
+        assert!(!p.matches("ghcr.io/acme"));
+        let p = pat("ghcr.io/acme/**");
+        assert!(p.matches("ghcr.io/acme/app"));
+        assert!(p.matches("ghcr.io/acme/team/app"));
+        assert!(p.matches("ghcr.io/acme"));
+        assert!(!p.matches("ghcr.io/acmecorp/app"));
+        let p = pat("ghcr.io/**/tools/*");
+        assert!(p.matches("ghcr.io/a/b/tools/x"));
+        assert!(p.matches("ghcr.io/tools/x"));
+        assert!(!p.matches("ghcr.io/a/tools/x/y"));
+        let p = pat("ghcr.io/acme/app-*");
+        assert!(p.matches("ghcr.io/acme/app-web"));
+        assert!(p.matches("ghcr.io/acme/app-"));
+        assert!(!p.matches("ghcr.io/acme/web-app"));
+        let p = pat("*.example.com/**");
+        assert!(p.matches("registry.example.com/x"));
+        assert!(!p.matches("example.com/x"));
+    }
+
+    #[test]
+    fn the_registry_segment_cannot_be_spoofed() {
+        let p = pat("trusted.io/*");
+        assert!(p.matches("trusted.io/x"));
+        assert!(!p.matches("evil.io/trusted.io/x"));
+        assert!(!p.matches("trusted.io.evil.io/x"));
+        let p = pat("trusted.io/**");
+        assert!(!p.matches("evil.io/trusted.io/x"));
+    }
+
+    #[test]
+    fn docker_hub_names_normalize() {
+        assert!(pat("docker.io/alpine").matches("docker.io/library/alpine"));
+        assert!(pat("index.docker.io/library/alpine").matches("docker.io/library/alpine"));
+        assert!(pat("Docker.IO/library/*").matches("docker.io/library/alpine"));
+        assert!(!pat("docker.io/*").matches("docker.io/library/alpine"));
+    }
+
+    #[test]
+    fn refuses_patterns_that_cannot_mean_a_normalized_reference() {
+        for bad in [
+            "",
+            "alpine",
+            "library/alpine",
+            "ghcr.io//x",
+            "ghcr.io/a**",
+            "ghcr.io/a b",
+            "ghcr.io/a?",
+        ] {
+            assert!(
+                ImagePattern::parse(bad, canonical).is_err(),
+                "accepted {bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn regexes_are_anchored_whatever_the_user_wrote() {
+        let m = Matcher::regex(r"https://github\.com/acme/.*").unwrap();
+        assert!(m.matches("https://github.com/acme/app/.github/workflows/r.yml@refs/heads/main"));
+        assert!(!m.matches("https://evil.example/https://github.com/acme/x"));
+        // A user regex that "forgot" anchors, and an alternation that would
+        // escape a naive ^...$ wrapper.
+        let m = Matcher::regex(r"acme\.com").unwrap();
+        assert!(m.matches("acme.com"));
+        assert!(!m.matches("acme.com.evil"));
+        assert!(!m.matches("evil.acme.com"));
+        let m = Matcher::regex(r"a|acme\.com").unwrap();
+        assert!(!m.matches("acme.com.evil"));
+        let m = Matcher::regex(r"^acme\.com$").unwrap();
+        assert!(m.matches("acme.com") && !m.matches("xacme.com"));
+        assert!(Matcher::regex("(").is_err());
+    }
+}
