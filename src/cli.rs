@@ -1,5 +1,5 @@
-//! The command line: `portcullis serve [--config FILE]` and
-//! `portcullis check-config FILE`.
+//! The command line: `portcullis serve [--config FILE]`,
+//! `portcullis check-config FILE` and `portcullis verify [--config FILE] IMAGE`.
 //!
 //! Owns argument parsing, exit codes and the process's runtime. Configuration
 //! errors are printed with their whole cause chain, naming the key. This
@@ -7,12 +7,43 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
 use crate::error::chain;
+use crate::gate::{Decision, Gate};
+use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyError};
+use crate::reference::Reference;
+use crate::router::{RouteError, Router};
+use crate::upstream::{UpstreamError, Upstreams};
 use crate::{server, telemetry};
+
+/// Why `portcullis verify` could not reach a decision.
+#[derive(Debug, thiserror::Error)]
+enum VerifyError {
+    #[error("the configuration names no policy: add policy = \"policy.toml\"")]
+    NoPolicy,
+    #[error("invalid policy")]
+    Policy(#[source] PolicyError),
+    #[error("invalid image reference")]
+    Image(#[source] RouteError),
+    #[error("cannot set up upstream clients")]
+    Upstream(#[source] UpstreamError),
+    #[error("cannot prepare a scratch cache in {0}")]
+    Scratch(PathBuf, #[source] std::io::Error),
+    #[error("cannot fetch the image's manifest")]
+    Fetch(#[source] CacheError),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
 
 #[derive(Parser)]
 #[command(
@@ -34,10 +65,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Validate a configuration file and print what it configures.
+    /// Validate a configuration file (and its policy) and print what it configures.
     CheckConfig {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Run the policy against an image through the configured upstreams.
+    /// Exit 0 when it would be served, 1 when refused, 2 on errors.
+    Verify {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How to print the decision.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// e.g. `ghcr.io/acme/app:v1`, `alpine`, `registry.example/x@sha256:...`
+        #[arg(value_name = "IMAGE")]
+        image: String,
     },
 }
 
@@ -52,17 +95,74 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match load(Some(&file)) {
-            Ok(c) => {
-                println!("{}: ok", file.display());
-                print!("{}", summary(&c));
-                ExitCode::SUCCESS
+        Command::CheckConfig { file } => {
+            let checked = load(Some(&file)).map_err(|e| chain(&e)).and_then(|c| {
+                let policy = c
+                    .policy
+                    .as_deref()
+                    .map(|p| Policy::load(p, &c.upstreams))
+                    .transpose()
+                    .map_err(|e| chain(&e))?;
+                Ok((c, policy))
+            });
+            match checked {
+                Ok((c, policy)) => {
+                    println!("{}: ok", file.display());
+                    print!("{}", summary(&c));
+                    if let Some(p) = policy {
+                        print!("{}", policy_summary(&p));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("portcullis: {}", chain(&e));
-                ExitCode::from(2)
+        }
+        Command::Verify {
+            config,
+            output,
+            image,
+        } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("portcullis: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(verify(&config, &image)) {
+                Ok(decision) => {
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&decision).expect("decisions serialize")
+                        ),
+                        Output::Text => print!("{}", describe(&decision)),
+                    }
+                    if decision.outcome.serves() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
         Command::Serve { config } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -103,6 +203,95 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Fetch `image` through the configured upstreams (into a scratch cache, so
+/// a running server's cache is not touched) and run the policy on it.
+async fn verify(config: &Config, image: &str) -> Result<Decision, VerifyError> {
+    let path = config.policy.as_deref().ok_or(VerifyError::NoPolicy)?;
+    let policy = Policy::load(path, &config.upstreams).map_err(VerifyError::Policy)?;
+    let router = Arc::new(Router::new(&config.upstreams));
+    let (target, reference) = router.resolve_image(image).map_err(VerifyError::Image)?;
+    let reference =
+        reference.unwrap_or_else(|| Reference::Tag("latest".parse().expect("a valid tag")));
+    let scratch = std::env::temp_dir().join(format!(
+        "portcullis-verify-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&scratch).map_err(|e| VerifyError::Scratch(scratch.clone(), e))?;
+    let result = async {
+        let scratch_config = Config {
+            data_dir: scratch.clone(),
+            offline: false,
+            ..config.clone()
+        };
+        let metrics = Metrics::new();
+        let upstreams =
+            Upstreams::new(&config.upstreams, &metrics).map_err(VerifyError::Upstream)?;
+        let cache = Cache::open(&scratch_config, upstreams, metrics.clone())
+            .await
+            .map_err(VerifyError::Fetch)?;
+        let (manifest, _) = cache
+            .manifest(&target, &reference)
+            .await
+            .map_err(VerifyError::Fetch)?;
+        let gate = Gate::new(
+            policy,
+            path.to_owned(),
+            config.upstreams.clone(),
+            cache,
+            router.clone(),
+            metrics,
+        );
+        Ok(gate.check(&target, &reference, &manifest).await)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// A decision for people.
+fn describe(d: &Decision) -> String {
+    let mut s = format!(
+        "image:    {}@{}\nrule:     {}\ndecision: {}\nreason:   {}\n",
+        d.reference,
+        d.digest,
+        d.rule.as_deref().unwrap_or("(default)"),
+        d.outcome.as_str(),
+        d.reason
+    );
+    if !d.signers.is_empty() {
+        s.push_str(&format!("signers:  {}\n", d.signers.join(", ")));
+    }
+    s
+}
+
+/// What a policy sets up, for `check-config`.
+fn policy_summary(p: &Policy) -> String {
+    let mut s = format!(
+        "policy fingerprint {}\ndefault {:?}, verdicts kept {:?} (failures {:?})\n",
+        p.fingerprint, p.default, p.verdict_ttl, p.failure_ttl
+    );
+    for r in &p.rules {
+        let images: Vec<&str> = r.images.iter().map(|i| i.as_str()).collect();
+        s.push_str(&format!(
+            "rule {} [{}] {} threshold {} of {} signers: {}\n",
+            r.name,
+            r.mode.as_str(),
+            images.join(","),
+            r.threshold,
+            r.signers.len(),
+            r.signers
+                .iter()
+                .map(|x| x.describe())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    s
 }
 
 /// What a configuration sets up, for `check-config`.

@@ -4,7 +4,7 @@
 //! The request path, module by module:
 //! [`server`] (listeners, TLS, access log) → [`router`] (which endpoint,
 //! which upstream, which repository) → [`api`] (HTTP semantics of the pull
-//! API) → policy gate (next) → [`cache`] (verified local content, filled by a
+//! API) → [`gate`] (policy) → [`cache`] (verified local content, filled by a
 //! proxy decorator) → [`upstream`] (registries, auth). Beside it:
 //! [`store`] (content-addressed bytes), [`config`], [`reference`] and
 //! [`digest`] (grammar), [`media`], [`metrics`], [`telemetry`], and

@@ -189,6 +189,12 @@ fn exemption(requested: &Reference, manifest: &Manifest) -> Option<&'static str>
     .then_some("not runnable: a signature, attestation or other artifact without filesystem layers")
 }
 
+/// Where a verdict is cached: it depends on the policy, the repository
+/// (rules match references) and the digest.
+fn verdict_key(policy: &Policy, target: &Target, digest: &Digest) -> String {
+    format!("{} {} {digest}", policy.fingerprint, target.reference())
+}
+
 /// Children an index lists.
 fn index_children(manifest: &Manifest) -> Vec<Digest> {
     #[derive(Deserialize)]
@@ -318,6 +324,8 @@ impl Gate {
             );
         }
         if rule.allow_digests.contains(digest) {
+            // A pinned index vouches for its children as a verified one does.
+            self.remember(&policy, rule, target, manifest, None).await;
             return decision(
                 Outcome::Pinned,
                 Some(rule),
@@ -365,9 +373,8 @@ impl Gate {
         target: &Target,
         manifest: &Manifest,
     ) -> Verification {
-        let key =
-            |digest: &Digest| format!("{} {} {digest}", policy.fingerprint, target.reference());
-        if let Some(cached) = self.cache.verdict(&key(&manifest.digest))
+        let key = verdict_key(policy, target, &manifest.digest);
+        if let Some(cached) = self.cache.verdict(&key)
             && let Ok(v) = serde_json::from_slice::<Verification>(&cached)
         {
             return v;
@@ -375,27 +382,55 @@ impl Gate {
         let fresh = self
             .verify_signatures(policy, rule, target, &manifest.digest)
             .await;
+        self.remember(policy, rule, target, manifest, Some(&fresh))
+            .await;
+        fresh
+    }
+
+    /// Cache a verification (if any) and, when the manifest passed (verified
+    /// or pinned), the coverage of the children an index lists.
+    async fn remember(
+        &self,
+        policy: &Policy,
+        rule: &Rule,
+        target: &Target,
+        manifest: &Manifest,
+        verification: Option<&Verification>,
+    ) {
         let encode = |v: &Verification| serde_json::to_vec(v).expect("verdicts serialize");
+        let passed = !matches!(verification, Some(Verification::Failed { .. }));
         let mut entries = Vec::new();
-        match &fresh {
-            Verification::Verified { .. } => {
-                entries.push((key(&manifest.digest), policy.verdict_ttl, encode(&fresh)));
-                if !rule.per_platform {
-                    let covered = Verification::Covered {
-                        index: manifest.digest.to_string(),
-                    };
-                    for child in index_children(manifest) {
-                        entries.push((key(&child), policy.verdict_ttl, encode(&covered)));
-                    }
-                }
+        if let Some(v) = verification {
+            let ttl = if passed {
+                policy.verdict_ttl
+            } else {
+                policy.failure_ttl
+            };
+            entries.push((
+                verdict_key(policy, target, &manifest.digest),
+                ttl,
+                encode(v),
+            ));
+        }
+        if passed && !rule.per_platform {
+            let covered = Verification::Covered {
+                index: manifest.digest.to_string(),
+            };
+            for child in index_children(manifest) {
+                entries.push((
+                    verdict_key(policy, target, &child),
+                    policy.verdict_ttl,
+                    encode(&covered),
+                ));
             }
-            _ => entries.push((key(&manifest.digest), policy.failure_ttl, encode(&fresh))),
+        }
+        if entries.is_empty() {
+            return;
         }
         if let Err(e) = self.cache.put_verdicts(entries).await {
             // The verdict stands; it is only not remembered.
             tracing::warn!(error = %crate::error::chain(&e), "could not cache a policy verdict");
         }
-        fresh
     }
 
     /// Discover and check signatures: legacy `.sig` first, then referrers
