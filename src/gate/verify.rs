@@ -160,14 +160,19 @@ fn signed(evidence: &Evidence, subject: &Digest) -> Result<Signed, String> {
             if named != subject.to_string() {
                 return Err(format!("signed for another image ({named:?})"));
             }
-            let sig = SignatureBytes::from_base64(signature)
+            // cosign decodes with Go's base64, which skips line breaks.
+            let signature: String = signature
+                .chars()
+                .filter(|c| !matches!(c, '\r' | '\n'))
+                .collect();
+            let sig = SignatureBytes::from_base64(&signature)
                 .map_err(|_| "the signature is not base64".to_owned())?;
             let has_certificate = certificate.is_some();
             let has_log_entry = rekor_bundle.is_some();
             let bundle = if has_certificate || has_log_entry {
                 Some(legacy_bundle(
                     payload,
-                    signature,
+                    &signature,
                     certificate.as_deref(),
                     chain.as_deref(),
                     rekor_bundle.as_deref(),

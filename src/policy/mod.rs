@@ -109,7 +109,8 @@ impl Mode {
 /// Whether a key signer's signatures need a transparency-log proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tlog {
-    /// Accepted with or without (a present proof is still checked).
+    /// Accepted with or without; a present proof is checked when the signer
+    /// has a root to check it with.
     Optional,
     Required,
 }
