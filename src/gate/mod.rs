@@ -265,7 +265,7 @@ impl Gate {
             rule = decision.rule.as_deref().unwrap_or("-"),
             outcome = decision.outcome.as_str(),
             reason = %decision.reason,
-            signers = ?decision.signers,
+            signers = %decision.signers.join(", "),
             checked = decision.checked,
             "policy decision"
         );

@@ -52,8 +52,11 @@ enum Signed {
     Legacy {
         payload: Vec<u8>,
         signature: SignatureBytes,
-        /// The v0.1 bundle equivalent, when there is a log entry or a certificate.
-        bundle: Option<Bundle>,
+        /// The v0.1 bundle equivalent, when there is a log entry or a
+        /// certificate, declaring a SHA-256 message digest ...
+        bundle: Option<Box<Bundle>>,
+        /// ... and the same declaring SHA-384 (P-384 keys sign with it).
+        bundle_sha384: Option<Box<Bundle>>,
         has_certificate: bool,
         has_log_entry: bool,
     },
@@ -69,8 +72,16 @@ fn pem_to_der(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     }
 }
 
+/// The hash a bundle declares for the signed message.
+#[derive(Clone, Copy)]
+enum MessageDigest {
+    Sha256,
+    Sha384,
+}
+
 /// Assemble the v0.1 bundle cosign's legacy annotations amount to.
 fn legacy_bundle(
+    digest: MessageDigest,
     payload: &[u8],
     signature_b64: &str,
     certificate: Option<&str>,
@@ -125,12 +136,21 @@ fn legacy_bundle(
         }));
     }
     material["tlogEntries"] = json!(entries);
-    let digest = sigstore_verify::crypto::sha256(payload);
+    let (algorithm, digest) = match digest {
+        MessageDigest::Sha256 => (
+            "SHA2_256",
+            sigstore_verify::crypto::sha256(payload).as_bytes().to_vec(),
+        ),
+        MessageDigest::Sha384 => (
+            "SHA2_384",
+            sigstore_verify::crypto::sha384(payload).as_bytes().to_vec(),
+        ),
+    };
     let bundle = json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": material,
         "messageSignature": {
-            "messageDigest": { "algorithm": "SHA2_256", "digest": STANDARD.encode(digest.as_bytes()) },
+            "messageDigest": { "algorithm": algorithm, "digest": STANDARD.encode(digest) },
             "signature": signature_b64,
         }
     });
@@ -169,21 +189,29 @@ fn signed(evidence: &Evidence, subject: &Digest) -> Result<Signed, String> {
                 .map_err(|_| "the signature is not base64".to_owned())?;
             let has_certificate = certificate.is_some();
             let has_log_entry = rekor_bundle.is_some();
-            let bundle = if has_certificate || has_log_entry {
-                Some(legacy_bundle(
+            let build = |digest| {
+                legacy_bundle(
+                    digest,
                     payload,
                     &signature,
                     certificate.as_deref(),
                     chain.as_deref(),
                     rekor_bundle.as_deref(),
-                )?)
+                )
+            };
+            let (bundle, bundle_sha384) = if has_certificate || has_log_entry {
+                (
+                    Some(Box::new(build(MessageDigest::Sha256)?)),
+                    build(MessageDigest::Sha384).ok().map(Box::new),
+                )
             } else {
-                None
+                (None, None)
             };
             Ok(Signed::Legacy {
                 payload: payload.to_vec(),
                 signature: sig,
                 bundle,
+                bundle_sha384,
                 has_certificate,
                 has_log_entry,
             })
@@ -304,15 +332,37 @@ fn keyless_identity(
     Ok(format!("{iss} {san}"))
 }
 
+/// Accept when `verify` succeeds for some root and bundle variant; otherwise
+/// the first error.
+fn verify_in_any_root<T, E: std::fmt::Display>(
+    roots: &[std::sync::Arc<Root>],
+    bundles: &[&Bundle],
+    verify: impl Fn(&Root, &Bundle) -> Result<T, E>,
+) -> Result<(), String> {
+    let mut first = None;
+    for root in roots {
+        for bundle in bundles {
+            match verify(root, bundle) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    first.get_or_insert_with(|| format!("root {}: {e}", root.name));
+                }
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| "no root to check it with".into()))
+}
+
 /// Check one signer against parsed evidence: the signing identity, or why not.
 fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<String, String> {
     match (signer, signed) {
         (
-            Signer::Key { key, tlog, root },
+            Signer::Key { key, tlog, roots },
             Signed::Legacy {
                 payload,
                 signature,
                 bundle,
+                bundle_sha384,
                 has_certificate,
                 has_log_entry,
             },
@@ -323,12 +373,24 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                     key.name
                 ));
             }
-            match (has_log_entry, root, bundle) {
-                (true, Some(root), Some(bundle)) => {
-                    let policy = PublicKeyVerificationPolicy::new(key.der.clone());
-                    root.verifier
-                        .verify(&payload[..], bundle, &policy)
-                        .map_err(|e| format!("key {}: {e}", key.name))?;
+            match bundle {
+                Some(bundle) if *has_log_entry && !roots.is_empty() => {
+                    // A proof that is present must verify against a trusted log.
+                    let p384 = matches!(
+                        KeyAlgorithm::from_spki(&key.der),
+                        Ok(KeyAlgorithm::EcdsaP384)
+                    );
+                    let variants =
+                        std::iter::once(bundle).chain(bundle_sha384.iter().filter(|_| p384));
+                    let bundles: Vec<&Bundle> = variants.map(|b| &**b).collect();
+                    verify_in_any_root(roots, &bundles, |root, b| {
+                        root.verifier.verify(
+                            &payload[..],
+                            b,
+                            &PublicKeyVerificationPolicy::new(key.der.clone()),
+                        )
+                    })
+                    .map_err(|e| format!("key {}: {e}", key.name))?;
                 }
                 _ if *tlog == Tlog::Required => {
                     return Err(format!(
@@ -341,18 +403,22 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
             }
             Ok(format!("key {}", key.name))
         }
-        (Signer::Key { key, root, .. }, Signed::Dsse(bundle)) => {
-            let Some(root) = root else {
+        (Signer::Key { key, roots, .. }, Signed::Dsse(bundle)) => {
+            if roots.is_empty() {
                 return Err(format!(
-                    "a bundle's log entry needs a trusted root; key {} names none",
+                    "a bundle's log entry needs a trusted root, and the policy has none (key {})",
                     key.name
                 ));
-            };
+            }
             let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
-            let policy = PublicKeyVerificationPolicy::new(key.der.clone());
-            root.verifier
-                .verify(artifact, bundle, &policy)
-                .map_err(|e| format!("key {}: {e}", key.name))?;
+            verify_in_any_root(roots, &[bundle], |root, b| {
+                root.verifier.verify(
+                    artifact,
+                    b,
+                    &PublicKeyVerificationPolicy::new(key.der.clone()),
+                )
+            })
+            .map_err(|e| format!("key {}: {e}", key.name))?;
             Ok(format!("key {}", key.name))
         }
         (

@@ -438,18 +438,21 @@ fn signer(
                     ));
                 }
             };
-            let root = match s.root {
-                Some(r) => Some(find_root(format!("{at}.root"), &r)?),
-                None if roots.len() == 1 => roots.values().next().cloned(),
-                None => None,
+            let roots: Vec<Arc<Root>> = match s.root {
+                Some(r) => vec![find_root(format!("{at}.root"), &r)?],
+                None => {
+                    let mut all: Vec<Arc<Root>> = roots.values().cloned().collect();
+                    all.sort_by(|a, b| a.name.cmp(&b.name));
+                    all
+                }
             };
-            if tlog == Tlog::Required && root.is_none() {
+            if tlog == Tlog::Required && roots.is_empty() {
                 return Err(invalid(
                     format!("{at}.root"),
-                    "tlog = \"required\" needs the trusted root whose transparency log keys check the proof: name it with root = \"...\"",
+                    "tlog = \"required\" needs a trusted root whose transparency log keys check the proof: add a [roots.NAME]",
                 ));
             }
-            Ok((Signer::Key { key, tlog, root }, format!("key:{name}")))
+            Ok((Signer::Key { key, tlog, roots }, format!("key:{name}")))
         }
         (None, Some(k)) => {
             if s.tlog.is_some() || s.root.is_some() {

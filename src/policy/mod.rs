@@ -109,8 +109,8 @@ impl Mode {
 /// Whether a key signer's signatures need a transparency-log proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tlog {
-    /// Accepted with or without; a present proof is checked when the signer
-    /// has a root to check it with.
+    /// Accepted with or without; a proof that is present must verify (when
+    /// the policy has any root to check it with).
     Optional,
     Required,
 }
@@ -158,8 +158,10 @@ pub enum Signer {
     Key {
         key: Arc<PublicKey>,
         tlog: Tlog,
-        /// Where the transparency log's keys come from (needed when a proof is checked).
-        root: Option<Arc<Root>>,
+        /// The roots whose transparency-log keys check a proof: the one the
+        /// signer names, or every root in the policy. A proof present must
+        /// verify against one of them.
+        roots: Vec<Arc<Root>>,
     },
     Keyless {
         root: Arc<Root>,

@@ -9,8 +9,10 @@
 pub mod client;
 pub mod fake_upstream;
 pub mod images;
+pub mod oci_push;
 pub mod portcullis;
 pub mod registry;
+pub mod signing;
 pub mod token_server;
 
 use sha2::{Digest, Sha256};
