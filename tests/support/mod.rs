@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod fake_upstream;
+pub mod gate;
 pub mod images;
 pub mod oci_push;
 pub mod portcullis;
