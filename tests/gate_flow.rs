@@ -447,3 +447,93 @@ fn the_verify_command_reports_decisions_and_exits_accordingly() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("quay.io"));
 }
+
+#[test]
+fn sighup_reloads_the_policy_and_does_not_stop_the_server() {
+    let (reg, img) = one_image();
+    let key = CosignKey::p256();
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        &enforce("registry.test/**"),
+        "",
+        false,
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    p.wait_for_log(|l| l.contains("SIGHUP: the policy is unchanged"))
+        .unwrap();
+    assert_refused(
+        &pull(&p, "test/img", "v1"),
+        "registry.test/test/img",
+        "signed",
+        "0 matched",
+    );
+}
+
+#[test]
+fn signatures_can_live_in_a_separate_repository() {
+    let (reg, img) = one_image();
+    let key = CosignKey::p256();
+    // Signatures pushed to sigs/store instead of beside the image.
+    push_sig(
+        &reg.host(),
+        "sigs/store",
+        img.top_digest(),
+        &[key.sign_layer(&payload("test/img", &img))],
+    )
+    .unwrap();
+    let elsewhere = format!(
+        "{}signature_repository = \"registry.test/sigs/store\"\n",
+        enforce("registry.test/test/**")
+    );
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        &elsewhere,
+        "",
+        false,
+    );
+    assert_served(&pull(&p, "test/img", "v1"), &img);
+    let beside = start(
+        &reg,
+        Trust::default().key("release", &key),
+        &enforce("registry.test/test/**"),
+        "",
+        false,
+    );
+    assert_refused(
+        &pull(&beside, "test/img", "v1"),
+        "registry.test/test/img",
+        "signed",
+        "0 matched",
+    );
+}
+
+#[test]
+fn signature_work_is_bounded() {
+    let (reg, img) = one_image();
+    let (key, stranger) = (CosignKey::p256(), CosignKey::p256());
+    let pl = payload("test/img", &img);
+    // 32 strangers' signatures first: the valid one is the 33rd layer.
+    let mut layers: Vec<_> = (0..32).map(|_| stranger.sign_layer(&pl)).collect();
+    layers.push(key.sign_layer(&pl));
+    push_sig(&reg.host(), "test/img", img.top_digest(), &layers).unwrap();
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        &enforce("registry.test/**"),
+        "",
+        false,
+    );
+    let m = assert_refused(
+        &pull(&p, "test/img", "v1"),
+        "registry.test/test/img",
+        "signed",
+        "32 signatures checked, 0 matched",
+    );
+    assert!(m.contains("only the first 32 were read"), "{m}");
+}

@@ -33,17 +33,19 @@ fn stamp(files: &[PathBuf]) -> Stamp {
         .collect()
 }
 
-/// Watch the gate's policy files and reload on change or SIGHUP.
+/// Watch the gate's policy files and reload on change or SIGHUP. The
+/// SIGHUP handler is installed before this returns (SIGHUP's default action
+/// would end the process). Call from within the runtime.
 pub fn spawn_reloader(gate: Arc<Gate>) {
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; policy changes are still picked up from the files");
+            None
+        }
+    };
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; policy changes are still picked up from the files");
-                None
-            }
-        };
         let mut seen = {
             let files = gate.policy().files.clone();
             tokio::task::spawn_blocking(move || stamp(&files))
@@ -75,6 +77,9 @@ pub fn spawn_reloader(gate: Arc<Gate>) {
                 Ok(Ok(policy)) => {
                     let old = gate.policy().fingerprint.clone();
                     if policy.fingerprint == old {
+                        if signalled {
+                            tracing::info!(fingerprint = %old, "SIGHUP: the policy is unchanged");
+                        }
                         continue;
                     }
                     tracing::info!(

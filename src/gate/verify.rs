@@ -602,13 +602,14 @@ impl Tally {
                 self.checked
             )
         };
-        let details: Vec<&str> = self
-            .rejections
-            .iter()
-            .chain(skipped)
-            .map(String::as_str)
-            .take(MAX_DETAILS)
-            .collect();
+        // What was skipped (over a cap, malformed) first: it explains what
+        // was never considered. Then why signatures failed, without repeats.
+        let mut details: Vec<&str> = Vec::new();
+        for d in skipped.iter().chain(&self.rejections) {
+            if details.len() < MAX_DETAILS && !details.contains(&d.as_str()) {
+                details.push(d);
+            }
+        }
         if !details.is_empty() {
             reason.push_str(&format!(" ({})", details.join("; ")));
         }
@@ -654,7 +655,7 @@ mod tests {
         let r = t.failure_reason(1, &["junk referrer".into()]);
         assert_eq!(
             r,
-            "no signature from a required signer: 2 signatures checked, 0 matched (.sig layer x: signed for another image; junk referrer)"
+            "no signature from a required signer: 2 signatures checked, 0 matched (junk referrer; .sig layer x: signed for another image)"
         );
     }
 
