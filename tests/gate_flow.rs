@@ -204,7 +204,7 @@ fn enforce_from_warns_before_the_date_and_refuses_after() {
 
 #[test]
 fn an_upstream_error_while_fetching_signatures_refuses() {
-    let (mut reg, img) = one_image();
+    let (mut reg, _img) = one_image();
     let key = CosignKey::p256();
     // Failures are not reused, and the image's tag stays fresh in the cache.
     let rules = format!("failure_ttl = \"0s\"\n{}", enforce("registry.test/**"));
@@ -229,7 +229,6 @@ fn an_upstream_error_while_fetching_signatures_refuses() {
         "could not fetch signatures",
     );
     assert!(m.contains("cannot reach upstream"), "{m}");
-    drop(img);
 }
 
 #[test]
@@ -450,7 +449,7 @@ fn the_verify_command_reports_decisions_and_exits_accordingly() {
 
 #[test]
 fn sighup_reloads_the_policy_and_does_not_stop_the_server() {
-    let (reg, img) = one_image();
+    let (reg, _img) = one_image();
     let key = CosignKey::p256();
     let p = start(
         &reg,
