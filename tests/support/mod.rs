@@ -1,19 +1,23 @@
 #![allow(dead_code)]
 //! Integration-test support for portcullis: real upstream registries
 //! (`docker-registry`), test images built with `umoci` + `skopeo`, and a token
-//! server for distribution's `auth.token`.
+//! server for distribution's `auth.token`. Also test-time signing (`signing`,
+//! with the private Sigstore instance in `sigstore`) and the helpers of the
+//! tests over the real signature fixture corpus (`fixtures`).
 //!
 //! Everything binds to 127.0.0.1 only. Every child process is killed on drop.
 //! Set `PORTCULLIS_TEST_VERBOSE=1` to echo the registries' output to stderr.
 
 pub mod client;
 pub mod fake_upstream;
+pub mod fixtures;
 pub mod gate;
 pub mod images;
 pub mod oci_push;
 pub mod portcullis;
 pub mod registry;
 pub mod signing;
+pub mod sigstore;
 pub mod token_server;
 
 use sha2::{Digest, Sha256};
