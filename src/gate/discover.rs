@@ -108,13 +108,21 @@ fn absent(e: &CacheError) -> bool {
     )
 }
 
-/// Read a small blob whole, refusing more than `max` bytes.
+/// Read a small blob whole, refusing more than `max` bytes: before fetching
+/// when its descriptor declares more, and while reading otherwise.
 async fn read_blob(
     cache: &Cache,
     target: &Target,
     digest: &Digest,
+    declared: u64,
     max: u64,
 ) -> Result<Bytes, GateError> {
+    if declared > max {
+        return Err(GateError::TooLarge {
+            what: digest.to_string(),
+            max,
+        });
+    }
     let blob = cache.blob(target, digest).await.map_err(GateError::Fetch)?;
     let size = blob.size_when_done().await.map_err(GateError::Fetch)?;
     if size > max {
@@ -188,13 +196,7 @@ pub async fn legacy(
             ));
             continue;
         };
-        if layer.size > MAX_PAYLOAD {
-            found.skipped.push(format!(
-                ".sig layer {digest} is larger than {MAX_PAYLOAD} bytes"
-            ));
-            continue;
-        }
-        let payload = match read_blob(cache, sigs, &digest, MAX_PAYLOAD).await {
+        let payload = match read_blob(cache, sigs, &digest, layer.size, MAX_PAYLOAD).await {
             Ok(p) => p,
             Err(GateError::Fetch(e)) if !absent(&e) => return Err(GateError::Fetch(e)),
             Err(e) => {
@@ -298,13 +300,7 @@ pub async fn referrers(
             ));
             continue;
         };
-        if layer.size > MAX_BUNDLE {
-            found.skipped.push(format!(
-                "bundle referrer {digest} is larger than {MAX_BUNDLE} bytes"
-            ));
-            continue;
-        }
-        match read_blob(cache, sigs, &layer_digest, MAX_BUNDLE).await {
+        match read_blob(cache, sigs, &layer_digest, layer.size, MAX_BUNDLE).await {
             Ok(json) => found.evidence.push(Evidence::Bundle {
                 manifest: digest,
                 json,
