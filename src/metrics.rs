@@ -6,18 +6,30 @@
 //! unbounded client-supplied value (routes, statuses and upstream names only).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServedLabels {
+    cache: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,7 +57,8 @@ struct UpstreamStatusLabels {
 struct Inner {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    served_bytes: Counter,
+    durations: Family<RouteLabels, Histogram>,
+    served_bytes: Family<ServedLabels, Counter>,
     cache: Family<ResultLabels, Counter>,
     upstream_requests: Family<UpstreamStatusLabels, Counter>,
     upstream_bytes: Family<UpstreamLabels, Counter>,
@@ -107,10 +120,20 @@ impl Metrics {
             "Requests answered, by route and status",
             requests.clone(),
         );
-        let served_bytes = Counter::default();
+        // 0.25 ms .. ~8 s: manifest hits sit at the low end, blob bodies
+        // at the high end.
+        let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response body, by route",
+            durations.clone(),
+        );
+        let served_bytes = Family::<ServedLabels, Counter>::default();
         registry.register(
             "served_bytes",
-            "Body bytes sent to clients",
+            "Body bytes sent to clients, by cache result (\"-\" for routes outside the cache)",
             served_bytes.clone(),
         );
         let cache = Family::<ResultLabels, Counter>::default();
@@ -176,6 +199,7 @@ impl Metrics {
         Metrics(Arc::new(Inner {
             registry,
             requests,
+            durations,
             served_bytes,
             cache,
             upstream_requests,
@@ -198,7 +222,16 @@ impl Metrics {
         out
     }
 
-    pub fn request(&self, route: &'static str, status: StatusCode, bytes: u64) {
+    /// One answered request: its route, status, cache result (if it went
+    /// through the cache), body bytes sent and time to the body's end.
+    pub fn request(
+        &self,
+        route: &'static str,
+        status: StatusCode,
+        cache: Option<CacheResult>,
+        bytes: u64,
+        elapsed: Duration,
+    ) {
         self.0
             .requests
             .get_or_create(&RequestLabels {
@@ -206,10 +239,22 @@ impl Metrics {
                 status: status.as_u16(),
             })
             .inc();
-        self.0.served_bytes.inc_by(bytes);
+        self.0
+            .durations
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+        self.0
+            .served_bytes
+            .get_or_create(&ServedLabels {
+                cache: cache.map_or("-", CacheResult::as_str),
+            })
+            .inc_by(bytes);
+        if let Some(c) = cache {
+            self.cache_result(c);
+        }
     }
 
-    pub fn cache_result(&self, result: CacheResult) {
+    fn cache_result(&self, result: CacheResult) {
         self.0
             .cache
             .get_or_create(&ResultLabels {
@@ -293,8 +338,14 @@ mod tests {
     #[test]
     fn exposes_prefixed_series() {
         let m = Metrics::new();
-        m.request("blob", StatusCode::OK, 10);
-        m.cache_result(CacheResult::Coalesced);
+        m.request(
+            "blob",
+            StatusCode::OK,
+            Some(CacheResult::Coalesced),
+            10,
+            Duration::from_millis(3),
+        );
+        m.request("base", StatusCode::OK, None, 2, Duration::from_micros(100));
         m.upstream_response("docker.io", StatusCode::OK);
         let g = m.fill_started();
         let text = m.encode();
@@ -302,7 +353,22 @@ mod tests {
             text.contains("portcullis_requests_total{route=\"blob\",status=\"200\"} 1"),
             "{text}"
         );
-        assert!(text.contains("portcullis_served_bytes_total 10"), "{text}");
+        assert!(
+            text.contains("portcullis_served_bytes_total{cache=\"coalesced\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_served_bytes_total{cache=\"-\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "portcullis_request_duration_seconds_bucket{le=\"0.002\",route=\"blob\"} 0"
+            ) && text.contains(
+                "portcullis_request_duration_seconds_bucket{le=\"0.004\",route=\"blob\"} 1"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("portcullis_cache_requests_total{result=\"coalesced\"} 1"),
             "{text}"

@@ -32,6 +32,7 @@ const DEFAULT_MAX_SIZE: &str = "10GiB";
 const DEFAULT_TAG_TTL: &str = "5m";
 const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 const DEFAULT_READ_TIMEOUT: &str = "30s";
+const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
 
 /// What is wrong with a configuration. Every variant names the key.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,7 @@ struct RawConfig {
     #[serde(default)]
     offline: bool,
     log_format: Option<String>,
+    shutdown_grace: Option<String>,
     policy: Option<PathBuf>,
     tls: Option<RawTls>,
     #[serde(default)]
@@ -156,6 +158,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub offline: bool,
     pub log_format: LogFormat,
+    /// How long in-flight responses may run after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
     /// The signature policy file; without one every image is served unchecked.
     pub policy: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
@@ -369,6 +373,11 @@ impl RawConfig {
             Some(s) => LogFormat::parse(s)
                 .ok_or_else(|| invalid("log_format", format!("{s:?}: use \"text\" or \"json\"")))?,
         };
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            self.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        )?;
         let tls = self
             .tls
             .map(|t| -> Result<TlsConfig, ConfigError> {
@@ -439,6 +448,7 @@ impl RawConfig {
             data_dir,
             offline: self.offline,
             log_format,
+            shutdown_grace,
             policy,
             tls,
             cache,

@@ -125,11 +125,10 @@ struct Line {
 impl Line {
     fn emit(self, bytes: u64, complete: bool) {
         let route = self.info.as_ref().map_or("unrouted", |i| i.route);
-        self.metrics.request(route, self.status, bytes);
         let cache = self.info.as_ref().and_then(|i| i.cache);
-        if let Some(c) = cache {
-            self.metrics.cache_result(c);
-        }
+        let elapsed = self.start.elapsed();
+        self.metrics
+            .request(route, self.status, cache, bytes, elapsed);
         let upstream = self
             .info
             .as_ref()
@@ -145,7 +144,7 @@ impl Line {
             complete,
             cache = cache.map_or("-", |c| c.as_str()),
             upstream = upstream.as_deref().unwrap_or("-"),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
             error,
             "request"
         );

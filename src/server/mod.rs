@@ -41,8 +41,6 @@ use access_log::AccessLogLayer;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long in-flight requests may run after shutdown begins.
-const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +96,8 @@ pub struct Bound {
     listener: TcpListener,
     admin: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
+    /// How long in-flight requests may run after shutdown begins.
+    grace: Duration,
 }
 
 /// Open the cache, build upstream clients and bind the listeners.
@@ -153,6 +153,7 @@ pub async fn bind(config: &Config) -> Result<Bound, ServerError> {
         listener,
         admin,
         tls,
+        grace: config.shutdown_grace,
     })
 }
 
@@ -171,6 +172,7 @@ impl Bound {
             listener,
             admin,
             tls,
+            grace,
         } = self;
         let stack = |admin: bool| {
             TowerToHyperService::new(
@@ -242,13 +244,14 @@ impl Bound {
         drop(admin);
         tracing::info!(
             connections = graceful.count(),
-            "shutting down: draining connections"
+            grace_s = grace.as_secs_f64(),
+            "shutting down: stopped accepting, draining connections"
         );
-        if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
+        if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
         {
-            tracing::warn!("drain grace period over; closing remaining connections");
+            tracing::warn!("shutdown_grace is over; closing the remaining connections");
         }
         if let Err(e) = app.cache().flush().await {
             tracing::error!(error = %crate::error::chain(&e), "flushing the index on shutdown failed");

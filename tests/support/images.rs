@@ -415,6 +415,12 @@ pub struct SkopeoEnv {
 impl SkopeoEnv {
     /// Creates the tempdir and files.
     pub fn new() -> Result<SkopeoEnv> {
+        SkopeoEnv::with_registries("")
+    }
+
+    /// Like [`SkopeoEnv::new`], with `registries` as `registries.conf`
+    /// (e.g. a `[[registry.mirror]]` pointing at portcullis).
+    pub fn with_registries(registries: &str) -> Result<SkopeoEnv> {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-skopeo-")
             .tempdir();
@@ -428,7 +434,7 @@ impl SkopeoEnv {
             r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
         )?;
         w("auth.json", r#"{"auths":{}}"#)?;
-        w("registries.conf", "")?;
+        w("registries.conf", registries)?;
         std::fs::create_dir(dir.path().join("registries.d"))
             .map_err(|e| err!("mkdir registries.d: {e}"))?;
         Ok(SkopeoEnv { dir })
@@ -442,7 +448,9 @@ impl SkopeoEnv {
         cmd.arg("--policy").arg(p.join("policy.json"));
         cmd.arg("--registries.d").arg(p.join("registries.d"));
         cmd.env("REGISTRY_AUTH_FILE", p.join("auth.json"));
-        cmd.env("CONTAINERS_REGISTRIES_CONF", p.join("registries.conf"));
+        // skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; its hidden global
+        // flag is what selects the file.
+        cmd.arg("--registries-conf").arg(p.join("registries.conf"));
         cmd
     }
 }
@@ -470,47 +478,54 @@ pub struct DirImage {
 /// `--override-arch=arm64`, `--all`). On failure the error carries skopeo's
 /// stderr.
 pub fn skopeo_copy_to_dir(src: &str, extra_args: &[&str]) -> Result<DirImage> {
-    let env = SkopeoEnv::new()?;
-    let dir = tempfile::Builder::new()
-        .prefix("portcullis-pull-")
-        .tempdir();
-    let dir = dir.map_err(|e| err!("creating pull tempdir: {e}"))?;
-    let mut cmd = env.command();
-    cmd.args(["copy", "--src-tls-verify=false"])
-        .args(extra_args);
-    cmd.arg(src).arg(format!("dir:{}", dir.path().display()));
-    let started = Instant::now();
-    let out = run(&mut cmd)?;
-    let elapsed = started.elapsed();
-    let manifest = std::fs::read(dir.path().join("manifest.json"))
-        .map_err(|e| err!("`{}` left no manifest.json: {e}", command_line(&cmd)))?;
-    let mut blobs = Vec::new();
-    let entries = std::fs::read_dir(dir.path()).map_err(|e| err!("listing pull dir: {e}"))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| err!("listing pull dir: {e}"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let hex = name.strip_suffix(".manifest.json").unwrap_or(&name);
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let size = entry
-                .metadata()
-                .map_err(|e| err!("stat {name}: {e}"))?
-                .len();
-            blobs.push((format!("sha256:{hex}"), entry.path(), size));
+    SkopeoEnv::new()?.copy_to_dir(src, extra_args)
+}
+
+impl SkopeoEnv {
+    /// [`skopeo_copy_to_dir`] in this environment.
+    pub fn copy_to_dir(&self, src: &str, extra_args: &[&str]) -> Result<DirImage> {
+        let env = self;
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-pull-")
+            .tempdir();
+        let dir = dir.map_err(|e| err!("creating pull tempdir: {e}"))?;
+        let mut cmd = env.command();
+        cmd.args(["copy", "--src-tls-verify=false"])
+            .args(extra_args);
+        cmd.arg(src).arg(format!("dir:{}", dir.path().display()));
+        let started = Instant::now();
+        let out = run(&mut cmd)?;
+        let elapsed = started.elapsed();
+        let manifest = std::fs::read(dir.path().join("manifest.json"))
+            .map_err(|e| err!("`{}` left no manifest.json: {e}", command_line(&cmd)))?;
+        let mut blobs = Vec::new();
+        let entries = std::fs::read_dir(dir.path()).map_err(|e| err!("listing pull dir: {e}"))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| err!("listing pull dir: {e}"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.strip_suffix(".manifest.json").unwrap_or(&name);
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let size = entry
+                    .metadata()
+                    .map_err(|e| err!("stat {name}: {e}"))?
+                    .len();
+                blobs.push((format!("sha256:{hex}"), entry.path(), size));
+            }
         }
+        blobs.sort();
+        Ok(DirImage {
+            manifest_digest: sha256_digest(&manifest),
+            manifest,
+            blobs,
+            log: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+            elapsed,
+            dir,
+        })
     }
-    blobs.sort();
-    Ok(DirImage {
-        manifest_digest: sha256_digest(&manifest),
-        manifest,
-        blobs,
-        log: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        ),
-        elapsed,
-        dir,
-    })
 }
 
 /// `skopeo inspect --raw --tls-verify=false EXTRA REF`: the manifest bytes

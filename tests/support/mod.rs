@@ -1,7 +1,9 @@
 #![allow(dead_code)]
 //! Integration-test support for portcullis: real upstream registries
 //! (`docker-registry`), test images built with `umoci` + `skopeo`, and a token
-//! server for distribution's `auth.token`. Also test-time signing (`signing`,
+//! server for distribution's `auth.token`. The node runtimes as real clients:
+//! a private containerd (`containerd`) and podman (`podman`), plus a proxy
+//! that cuts a download mid-way (`cut_proxy`). Also test-time signing (`signing`,
 //! with the private Sigstore instance in `sigstore`) and the helpers of the
 //! tests over the real signature fixture corpus (`fixtures`).
 //!
@@ -9,12 +11,16 @@
 //! Set `PORTCULLIS_TEST_VERBOSE=1` to echo the registries' output to stderr.
 
 pub mod client;
+pub mod containerd;
+pub mod cut_proxy;
 pub mod fake_upstream;
 pub mod fixtures;
 pub mod gate;
 pub mod images;
 pub mod oci_push;
+pub mod podman;
 pub mod portcullis;
+pub mod process;
 pub mod registry;
 pub mod signing;
 pub mod sigstore;

@@ -1,0 +1,237 @@
+//! The node runtimes, for real, pulling through portcullis with the mirror
+//! configuration docs/runtimes.md gives: a private containerd daemon with a
+//! `hosts.toml`, podman (CRI-O's image library) with a `registries.conf`
+//! mirror, and skopeo.
+//!
+//! Images are pulled as `registry.invalid/...`: `.invalid` never resolves
+//! (RFC 6761), so the only way their bytes can arrive is through the mirror.
+
+mod support;
+
+use support::containerd::Containerd;
+use support::cut_proxy::CutProxy;
+use support::images::{SkopeoEnv, TestImage, push_multiarch};
+use support::podman::Podman;
+use support::portcullis::Portcullis;
+use support::registry::{Mode, Registry};
+use support::{registry_with_image, sha256_digest, upstream};
+
+const MIB: usize = 1 << 20;
+/// The registry name the runtimes pull from; it never resolves.
+const REGISTRY: &str = "registry.invalid";
+
+fn mirror(reg: &Registry) -> Portcullis {
+    Portcullis::start(&upstream(REGISTRY, &reg.url())).unwrap()
+}
+
+/// The fail-closed hosts.toml of docs/runtimes.md: the mirror is the
+/// registry's only host, so there is nothing to fall back to.
+fn mirror_only_hosts(mirror: &str) -> String {
+    format!(
+        "server = \"http://{mirror}\"\n\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+    )
+}
+
+/// A fresh containerd whose only host for `registry.invalid` is `mirror`.
+fn node_behind(mirror: &str) -> Containerd {
+    let node = Containerd::start().unwrap();
+    node.set_hosts(REGISTRY, &mirror_only_hosts(mirror))
+        .unwrap();
+    node
+}
+
+/// `registries.conf` with portcullis as a mirror of `registry.invalid`.
+fn mirror_registries(mirror: &str) -> String {
+    format!(
+        "[[registry]]\nprefix = \"{REGISTRY}\"\nlocation = \"{REGISTRY}\"\n\n[[registry.mirror]]\nlocation = \"{mirror}/{REGISTRY}\"\ninsecure = true\n"
+    )
+}
+
+/// Every digest a full pull of `img` stores: the index (if any), the
+/// manifests, configs and layers.
+fn all_digests(img: &TestImage) -> Vec<String> {
+    let mut v: Vec<String> = img.blobs().iter().map(|b| b.digest.clone()).collect();
+    v.extend(img.manifests.iter().map(|m| m.digest.clone()));
+    v.extend(img.index.iter().map(|i| i.digest.clone()));
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Access-log lines (JSON) of portcullis whose path contains `needle`.
+fn access(p: &Portcullis, needle: &str) -> Vec<serde_json::Value> {
+    p.flush_logs()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "request")
+        .filter(|v| v["path"].as_str().is_some_and(|p| p.contains(needle)))
+        .collect()
+}
+
+#[test]
+fn containerd_pulls_and_unpacks_through_a_hosts_toml_mirror() {
+    let (reg, img) = registry_with_image("test/img:v1", &[2 * MIB, MIB / 2]);
+    let p = mirror(&reg);
+    reg.clear_requests().unwrap();
+
+    let node = node_behind(p.host());
+    let image = format!("{REGISTRY}/test/img:v1");
+    node.pull(&image, &[]).unwrap();
+
+    // containerd verified every digest as it committed it; the image is whole
+    // and unpacked.
+    assert_eq!(node.content().unwrap(), all_digests(&img));
+    assert_eq!(
+        node.check(&image).unwrap(),
+        ("complete (3/3)".into(), "true".into())
+    );
+    // It resolved the tag with HEAD, sending ?ns=, and portcullis answered.
+    let heads = access(&p, "/v2/test/img/manifests/v1?ns=registry.invalid");
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(
+        (heads[0]["method"].as_str(), heads[0]["status"].as_u64()),
+        (Some("HEAD"), Some(200))
+    );
+    assert_eq!(
+        reg.count("GET", "/blobs/"),
+        img.blobs().len(),
+        "each blob fetched once"
+    );
+
+    // A second node pulls from the cache: nothing new upstream.
+    reg.clear_requests().unwrap();
+    let node2 = node_behind(p.host());
+    node2.pull(&image, &[]).unwrap();
+    assert_eq!(node2.content().unwrap(), all_digests(&img));
+    assert_eq!(reg.count("GET", "/blobs/"), 0);
+}
+
+#[test]
+fn containerd_pulls_every_platform_of_a_multi_arch_index() {
+    let reg = Registry::start(Mode::Plain).unwrap();
+    let multi = push_multiarch(&reg.host(), "test/multi:v1", &[MIB / 2], None).unwrap();
+    let p = mirror(&reg);
+    let node = node_behind(p.host());
+
+    node.pull(&format!("{REGISTRY}/test/multi:v1"), &["--all-platforms"])
+        .unwrap();
+    let content = node.content().unwrap();
+    assert_eq!(content, all_digests(&multi));
+    assert!(
+        content.contains(&multi.top_digest().to_owned()),
+        "the index itself"
+    );
+    for m in &multi.manifests {
+        let layer = &m.layers[0];
+        assert_eq!(
+            sha256_digest(&node.content_bytes(&layer.digest).unwrap()),
+            layer.digest,
+            "{} layer",
+            m.arch
+        );
+    }
+}
+
+#[test]
+fn containerd_resumes_a_cut_download_with_a_range_request() {
+    let (reg, img) = registry_with_image("test/big:v1", &[6 * MIB]);
+    let p = mirror(&reg);
+    // The network drops the connection 2 MiB into the layer download.
+    let cut = CutProxy::start(p.host(), 2 * MIB).unwrap();
+    reg.clear_requests().unwrap();
+
+    let node = node_behind(cut.host());
+    let image = format!("{REGISTRY}/test/big:v1");
+    node.pull(&image, &[]).unwrap();
+
+    assert_eq!(cut.cuts(), 1, "the download was cut once");
+    let layer = &img.manifest().layers[0];
+    let lines = access(&p, &format!("/blobs/{}", layer.digest));
+    let statuses: Vec<u64> = lines.iter().filter_map(|l| l["status"].as_u64()).collect();
+    assert_eq!(
+        statuses,
+        [200, 206],
+        "a cut GET, then a Range GET for the rest: {lines:?}"
+    );
+    assert_eq!(lines[0]["complete"], false);
+    assert_eq!(lines[1]["complete"], true);
+    let resumed = lines[1]["bytes"].as_u64().unwrap();
+    assert!(
+        resumed < layer.size && resumed > 0,
+        "only the missing part is sent again: {resumed} of {}",
+        layer.size
+    );
+    assert_eq!(
+        node.check(&image).unwrap(),
+        ("complete (2/2)".into(), "true".into())
+    );
+    assert_eq!(
+        reg.count("GET", &format!("/blobs/{}", layer.digest)),
+        1,
+        "the resumed range came from portcullis, not from upstream again"
+    );
+}
+
+#[test]
+fn podman_pulls_one_platform_of_a_multi_arch_image_through_a_registries_conf_mirror() {
+    let reg = Registry::start(Mode::Plain).unwrap();
+    let multi = push_multiarch(&reg.host(), "test/multi:v1", &[MIB / 2], None).unwrap();
+    let p = mirror(&reg);
+    reg.clear_requests().unwrap();
+
+    let podman = Podman::new(&mirror_registries(p.host())).unwrap();
+    let image = format!("{REGISTRY}/test/multi:v1");
+    podman.pull(&image, &["--platform", "linux/arm64"]).unwrap();
+
+    let arm = multi.manifest_for("arm64").unwrap();
+    let amd = multi.manifest_for("amd64").unwrap();
+    let inspected = podman.inspect(&image).unwrap();
+    assert_eq!(inspected["Architecture"], "arm64");
+    assert_eq!(
+        format!("sha256:{}", inspected["Id"].as_str().unwrap()),
+        arm.config.digest,
+        "the image is the arm64 platform's"
+    );
+    // podman names the registry in the path; only arm64 content moved.
+    let arm_layer = access(
+        &p,
+        &format!("/v2/{REGISTRY}/test/multi/blobs/{}", arm.layers[0].digest),
+    );
+    assert_eq!(arm_layer.len(), 1);
+    assert_eq!(arm_layer[0]["status"], 200);
+    assert_eq!(reg.count("GET", &amd.layers[0].digest), 0);
+    assert_eq!(reg.count("GET", &arm.layers[0].digest), 1);
+}
+
+#[test]
+fn skopeo_inspects_and_copies_through_a_registries_conf_mirror() {
+    let (reg, img) = registry_with_image("test/img:v1", &[MIB]);
+    let p = mirror(&reg);
+    let skopeo = SkopeoEnv::with_registries(&mirror_registries(p.host())).unwrap();
+    let src = format!("docker://{REGISTRY}/test/img:v1");
+
+    // `--raw` and `--config`: a plain `skopeo inspect` also lists the
+    // repository's tags, and skopeo asks only the primary registry for those.
+    let raw = support::run(skopeo.command().args(["inspect", "--raw", &src])).unwrap();
+    assert_eq!(raw.stdout, img.manifest().raw);
+    let config = support::run(
+        skopeo
+            .command()
+            .args(["inspect", "--config", "--raw", &src]),
+    )
+    .unwrap();
+    assert_eq!(sha256_digest(&config.stdout), img.manifest().config.digest);
+
+    let copied = skopeo.copy_to_dir(&src, &[]).unwrap();
+    assert_eq!(
+        copied.manifest,
+        img.manifest().raw,
+        "the upstream's manifest bytes"
+    );
+    for (digest, path, _) in &copied.blobs {
+        assert_eq!(&sha256_digest(&std::fs::read(path).unwrap()), digest);
+    }
+    assert_eq!(copied.blobs.len(), img.blobs().len());
+    assert!(!access(&p, &format!("/v2/{REGISTRY}/test/img/manifests/v1")).is_empty());
+}
