@@ -29,6 +29,18 @@ impl Trust {
         self
     }
 
+    /// The key and root files plus `policy.toml` holding `policy`, for
+    /// [`Portcullis::start_with_files`].
+    pub fn files_with_policy<'a>(&'a self, policy: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut files: Vec<(&str, &str)> = self
+            .files
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .collect();
+        files.push(("policy.toml", policy));
+        files
+    }
+
     pub fn root(mut self, name: &str, sigstore: &Sigstore) -> Trust {
         self.text += &format!("[roots.{name}]\ntrusted_root = \"{name}.root.json\"\n");
         self.files
@@ -43,12 +55,7 @@ impl Trust {
 pub fn start(reg: &Registry, trust: Trust, rules: &str, cache: &str, evil: bool) -> Portcullis {
     // Top-level keys (`default`, ...) in `rules` must come before any table.
     let policy = format!("{rules}\n{}", trust.text);
-    let mut files: Vec<(&str, &str)> = trust
-        .files
-        .iter()
-        .map(|(n, c)| (n.as_str(), c.as_str()))
-        .collect();
-    files.push(("policy.toml", &policy));
+    let files = trust.files_with_policy(&policy);
     let mut config = format!(
         "policy = \"policy.toml\"\n{cache}\n{}",
         upstream("registry.test", &reg.url())
