@@ -380,4 +380,43 @@ mod tests {
         drop(g);
         assert!(m.encode().contains("portcullis_fills_in_flight 0"));
     }
+
+    /// The Grafana dashboard shipped in docs/ queries only series that
+    /// exist, so it cannot silently drift from the code.
+    #[test]
+    fn the_dashboard_queries_only_exposed_series() {
+        let m = Metrics::new();
+        m.request(
+            "manifest",
+            StatusCode::OK,
+            Some(CacheResult::Hit),
+            1,
+            Duration::ZERO,
+        );
+        m.upstream_response("u", StatusCode::OK);
+        m.upstream_error("u");
+        m.upstream_bytes("u", 1);
+        m.policy_decision("r", "denied");
+        let exposed = m.encode();
+        let dashboard = include_str!("../docs/grafana-dashboard.json");
+        let mut names: Vec<&str> = dashboard
+            .match_indices("portcullis_")
+            .map(|(i, _)| {
+                let rest = &dashboard[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            assert!(
+                exposed.contains(&format!("{name}{{")) || exposed.contains(&format!("{name} ")),
+                "the dashboard queries {name}, which /metrics does not expose"
+            );
+        }
+    }
 }

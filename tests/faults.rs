@@ -1,5 +1,6 @@
 //! Faults a real registry won't produce, from a fake upstream: wrong bytes,
-//! cut bodies, rate limiting, and portcullis itself killed mid-fill.
+//! cut bodies, rate limiting; and portcullis itself stopped mid-fill, by
+//! SIGKILL or by a graceful SIGTERM.
 
 mod support;
 
@@ -208,4 +209,80 @@ fn a_damaged_cached_file_is_fetched_again_not_served_short() {
     assert_eq!(r.digest, digest);
     assert_eq!(fake.count("GET", &digest), 2);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), MIB as u64);
+}
+
+#[test]
+fn sigterm_stops_accepting_lets_an_in_flight_fill_finish_and_leaves_it_cached() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(4 * MIB);
+    let digest = sha256_digest(&data);
+    // About a second of body: the fill is in flight when SIGTERM arrives.
+    let slow = Fault::Slow {
+        chunk: 256 * 1024,
+        delay: std::time::Duration::from_millis(60),
+    };
+    fake.set_blob(&digest, data, slow);
+    let mut p = Portcullis::start(&config(&fake)).unwrap();
+    let url = blob_url(&p, &digest);
+
+    let mut s = client::open("GET", &url, &[]).unwrap();
+    assert_eq!(s.status, 200);
+    s.read_at_least(256 * 1024).unwrap();
+    p.terminate().unwrap();
+    p.wait_for_log(|l| l.contains("stopped accepting")).unwrap();
+    let refused_conn = http_get(&format!("{}/v2/", p.url()), &[]);
+    assert!(
+        refused_conn.is_err(),
+        "no new connections once shutdown began: {refused_conn:?}"
+    );
+
+    let r = s.finish();
+    assert!(r.complete, "the in-flight download finishes");
+    assert_eq!(r.digest, digest);
+    assert!(p.wait_exit().unwrap().success(), "a clean exit");
+    assert!(p.logs().iter().any(|l| l.contains("\"stopped\"")));
+
+    // The store is consistent: the object is there, nothing half-written.
+    p.restart().unwrap();
+    assert!(p.partial_files().is_empty());
+    assert!(p.has_object(&digest));
+    let again = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    assert!(again.complete);
+    assert_eq!(again.header("Content-Length"), Some("4194304"));
+    assert_eq!(fake.count("GET", &digest), 1, "served from the cache");
+}
+
+#[test]
+fn shutdown_grace_bounds_the_drain_and_a_cut_fill_leaves_nothing_behind() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(4 * MIB);
+    let digest = sha256_digest(&data);
+    fake.set_blob(&digest, data, Fault::Stall(MIB));
+    let mut p = Portcullis::start(&format!("shutdown_grace = \"1s\"\n{}", config(&fake))).unwrap();
+
+    let mut s = client::open("GET", &blob_url(&p, &digest), &[]).unwrap();
+    s.read_at_least(512 * 1024).unwrap();
+    p.terminate().unwrap();
+    // The upstream never finishes: the grace period ends the wait.
+    assert!(p.wait_exit().unwrap().success());
+    assert!(
+        p.logs()
+            .iter()
+            .any(|l| l.contains("shutdown_grace is over"))
+    );
+    assert!(
+        !s.finish().complete,
+        "the stalled download is cut, not completed"
+    );
+
+    fake.set_fault(&digest, Fault::None);
+    p.restart().unwrap();
+    assert!(
+        p.partial_files().is_empty(),
+        "start-up discards the partial fill"
+    );
+    assert!(!p.has_object(&digest));
+    let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    assert!(r.complete);
+    assert_eq!(r.digest, digest);
 }

@@ -2,8 +2,9 @@
 //!
 //! Each instance gets its own data directory and config file in a tempdir
 //! and listens on `127.0.0.1:0`; readiness is the `listening` line of its JSON
-//! log (no sleeping), which also tells the port. `kill9` sends SIGKILL;
-//! `restart` starts again on the same data directory and config.
+//! log (no sleeping), which also tells the port. `kill9` sends SIGKILL,
+//! `terminate` SIGTERM; `restart` starts again on the same data directory
+//! and config.
 
 use super::{Result, err, http_get};
 use std::io::{BufRead, BufReader};
@@ -223,6 +224,32 @@ impl Portcullis {
         Ok(self.logs())
     }
 
+    /// Send SIGTERM: the graceful shutdown.
+    pub fn terminate(&self) -> Result<()> {
+        super::run(Command::new("kill").args(["-TERM", &self.pid().to_string()]))?;
+        Ok(())
+    }
+
+    /// Wait (bounded) until the process has exited and closed its log;
+    /// returns its exit status.
+    pub fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        let (m, cv) = &*self.log;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut g = m.lock().unwrap();
+        while !g.exited {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(err!("portcullis did not exit:\n{}", g.lines.join("\n")));
+            }
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+        drop(g);
+        let mut child = self.child.take().ok_or_else(|| err!("not running"))?;
+        child
+            .wait()
+            .map_err(|e| err!("waiting for portcullis: {e}"))
+    }
+
     /// Kill with SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
@@ -232,7 +259,8 @@ impl Portcullis {
         Ok(())
     }
 
-    /// Start again on the same data directory and config (new port).
+    /// Start again on the same data directory and config (new port); after
+    /// [`Portcullis::wait_exit`] too.
     pub fn restart(&mut self) -> Result<()> {
         self.kill9()?;
         self.spawn()
