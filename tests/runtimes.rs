@@ -235,3 +235,58 @@ fn skopeo_inspects_and_copies_through_a_registries_conf_mirror() {
     assert_eq!(copied.blobs.len(), img.blobs().len());
     assert!(!access(&p, &format!("/v2/{REGISTRY}/test/img/manifests/v1")).is_empty());
 }
+
+/// The counters an operator watches, around a cold and a warm node pull.
+struct Counters {
+    hit: f64,
+    miss: f64,
+    served_hit: f64,
+    served_miss: f64,
+    fetched: f64,
+}
+
+fn counters(p: &Portcullis) -> Counters {
+    let m = |s: &str| p.metric(s).unwrap();
+    Counters {
+        hit: m("portcullis_cache_requests_total{result=\"hit\"}"),
+        miss: m("portcullis_cache_requests_total{result=\"miss\"}"),
+        served_hit: m("portcullis_served_bytes_total{cache=\"hit\"}"),
+        served_miss: m("portcullis_served_bytes_total{cache=\"miss\"}"),
+        fetched: m("portcullis_upstream_bytes_total{upstream=\"registry.invalid\"}"),
+    }
+}
+
+#[test]
+fn metrics_count_a_cold_and_a_warm_node_pull_exactly() {
+    let (reg, img) = registry_with_image("test/img:v1", &[MIB, MIB / 4]);
+    let p = mirror(&reg);
+    let blobs = img.blobs();
+    let blob_bytes: u64 = blobs.iter().map(|b| b.size).sum();
+    let manifest_bytes = img.manifest().raw.len() as u64;
+    let image = format!("{REGISTRY}/test/img:v1");
+
+    // Cold: containerd's HEAD on the tag fetches the manifest (a miss), its
+    // GET by digest is then a hit, and every blob is a miss fetched once.
+    let before = counters(&p);
+    node_behind(p.host()).pull(&image, &[]).unwrap();
+    p.flush_logs().unwrap();
+    let cold = counters(&p);
+    assert_eq!(cold.miss - before.miss, 1.0 + blobs.len() as f64);
+    assert_eq!(cold.hit - before.hit, 1.0);
+    assert_eq!(cold.served_miss - before.served_miss, blob_bytes as f64);
+    assert_eq!(cold.served_hit - before.served_hit, manifest_bytes as f64);
+    assert_eq!(cold.fetched - before.fetched, blob_bytes as f64);
+
+    // Warm: a second node gets everything from the cache.
+    node_behind(p.host()).pull(&image, &[]).unwrap();
+    p.flush_logs().unwrap();
+    let warm = counters(&p);
+    assert_eq!(warm.miss, cold.miss);
+    assert_eq!(warm.hit - cold.hit, 2.0 + blobs.len() as f64);
+    assert_eq!(warm.served_miss, cold.served_miss);
+    assert_eq!(
+        warm.served_hit - cold.served_hit,
+        (manifest_bytes + blob_bytes) as f64
+    );
+    assert_eq!(warm.fetched, cold.fetched, "nothing fetched upstream");
+}
