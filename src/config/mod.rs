@@ -632,6 +632,16 @@ mod tests {
     }
 
     #[test]
+    fn container_image_config_is_valid_and_serves_every_interface() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/container.toml");
+        let c = Config::load(&path).unwrap();
+        assert!(c.listen.ip().is_unspecified());
+        assert_eq!(c.data_dir, Path::new("/var/lib/portcullis"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.shutdown_grace < Duration::from_secs(30));
+    }
+
+    #[test]
     fn defaults_fill_unset_keys() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.cache.max_size, 10 << 30);
