@@ -290,3 +290,132 @@ fn metrics_count_a_cold_and_a_warm_node_pull_exactly() {
     );
     assert_eq!(warm.fetched, cold.fetched, "nothing fetched upstream");
 }
+
+/// dockerd's manifest media types, each on its own `Accept` line as its
+/// distribution client sends them (moby v25–v28, classic image store).
+const DOCKERD_ACCEPT: [&str; 6] = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/json",
+];
+const DOCKERD_UA: &str = "docker/28.2.2 go/go1.24.3 git-commit/e6534b4 kernel/6.1.0 os/linux arch/amd64 UpstreamClient(Docker-Client/28.2.2 \\(linux\\))";
+
+/// One request exactly as dockerd sends it to a `registry-mirrors` entry:
+/// a new connection each time, its User-Agent, the Accept lines for
+/// manifests, `Accept-Encoding: gzip` on blob GETs without a Range.
+fn dockerd(method: &str, url: &str, manifest: bool, range: Option<&str>) -> support::HttpResponse {
+    let mut headers: Vec<(&str, &str)> = vec![("User-Agent", DOCKERD_UA)];
+    if manifest {
+        headers.extend(DOCKERD_ACCEPT.iter().map(|t| ("Accept", *t)));
+    }
+    match range {
+        Some(r) => headers.push(("Range", r)),
+        None if method == "GET" => headers.push(("Accept-Encoding", "gzip")),
+        None => {}
+    }
+    support::http_request(method, url, &headers, &[]).unwrap()
+}
+
+#[test]
+fn docker_registry_mirror_requests_pull_a_multi_arch_hub_image() {
+    let reg = Registry::start(Mode::Plain).unwrap();
+    let busybox = push_multiarch(&reg.host(), "library/busybox:latest", &[MIB], None).unwrap();
+    // Docker mirrors only Docker Hub: portcullis's default upstream, here
+    // the real registry posing as docker.io.
+    let p = Portcullis::start(&format!(
+        "{}default = true\n",
+        upstream("docker.io", &reg.url())
+    ))
+    .unwrap();
+    let base = format!("{}/v2", p.url());
+
+    // `docker pull busybox`: the ping, then the tag resolved with HEAD.
+    assert_eq!(dockerd("GET", &format!("{base}/"), false, None).status, 200);
+    let head = dockerd(
+        "HEAD",
+        &format!("{base}/library/busybox/manifests/latest"),
+        true,
+        None,
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("Docker-Content-Digest"),
+        Some(busybox.top_digest())
+    );
+    assert_eq!(head.header("Content-Type"), Some(busybox.top_media_type()));
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(busybox.top_raw().len().to_string().as_str())
+    );
+
+    // The index by digest, then the linux/amd64 manifest by digest.
+    let index = dockerd(
+        "GET",
+        &format!("{base}/library/busybox/manifests/{}", busybox.top_digest()),
+        true,
+        None,
+    );
+    assert_eq!(index.body, busybox.top_raw());
+    let amd = busybox.manifest_for("amd64").unwrap();
+    let index_json: serde_json::Value = serde_json::from_slice(&index.body).unwrap();
+    let listed = index_json["manifests"].as_array().unwrap();
+    assert!(listed.iter().any(|m| m["digest"] == amd.digest.as_str()
+        && m["platform"]["architecture"] == "amd64"));
+    let manifest = dockerd(
+        "GET",
+        &format!("{base}/library/busybox/manifests/{}", amd.digest),
+        true,
+        None,
+    );
+    assert_eq!(manifest.body, amd.raw);
+    assert_eq!(
+        manifest.header("Content-Type"),
+        Some(amd.media_type.as_str())
+    );
+
+    // Config and layer, with Accept-Encoding: gzip; the bytes come back
+    // as stored (no Content-Encoding), so their digests hold.
+    for blob in std::iter::once(&amd.config).chain(&amd.layers) {
+        let r = dockerd(
+            "GET",
+            &format!("{base}/library/busybox/blobs/{}", blob.digest),
+            false,
+            None,
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Content-Encoding"), None);
+        assert_eq!(sha256_digest(&r.body), blob.digest);
+    }
+
+    // A resumed layer: dockerd insists on 206 and a Content-Range starting
+    // where it asked, ending at the blob's end.
+    let layer = &amd.layers[0];
+    let from = layer.size / 3;
+    let r = dockerd(
+        "GET",
+        &format!("{base}/library/busybox/blobs/{}", layer.digest),
+        false,
+        Some(&format!("bytes={from}-")),
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("Content-Range"),
+        Some(format!("bytes {from}-{}/{}", layer.size - 1, layer.size).as_str())
+    );
+    let whole = busybox.blob_bytes(&layer.digest).unwrap();
+    assert_eq!(r.body, whole[from as usize..]);
+
+    // The short name, as `docker pull busybox` has it, is the same image;
+    // so is the name rewritten to the mirror (`mirror:5000/library/busybox`),
+    // which reaches portcullis with the same path.
+    let short = dockerd(
+        "GET",
+        &format!("{base}/busybox/manifests/latest"),
+        true,
+        None,
+    );
+    assert_eq!(short.body, busybox.top_raw());
+}
