@@ -419,3 +419,48 @@ fn docker_registry_mirror_requests_pull_a_multi_arch_hub_image() {
     );
     assert_eq!(short.body, busybox.top_raw());
 }
+
+#[test]
+fn parallel_open_ended_range_chunks_on_a_cold_layer_cost_one_upstream_fetch() {
+    // containerd 2.1+ with concurrent_layer_fetch_buffer: each worker asks
+    // `Range: bytes=<start>-`, reads one chunk and hangs up.
+    let (reg, img) = registry_with_image("test/big:v1", &[8 * MIB]);
+    let p = mirror(&reg);
+    reg.clear_requests().unwrap();
+    let layer = &img.manifest().layers[0];
+    let whole = img.blob_bytes(&layer.digest).unwrap();
+    let url = format!(
+        "{}/v2/test/big/blobs/{}?ns={REGISTRY}",
+        p.url(),
+        layer.digest
+    );
+    let chunk = 2 * MIB;
+    let size = whole.len();
+    let workers: Vec<_> = (0..size.div_ceil(chunk))
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let start = i * chunk;
+                let len = chunk.min(size - start);
+                let range = format!("bytes={start}-");
+                let mut r = support::client::open("GET", &url, &[("Range", &range)]).unwrap();
+                assert_eq!(r.status, 206, "chunk {i}");
+                let expected = format!("bytes {start}-{}/{size}", size - 1);
+                assert_eq!(r.header("Content-Range"), Some(expected.as_str()));
+                // The final chunk reads to the end, through the verified
+                // last byte; the others stop early.
+                (start, r.read_bytes(len).unwrap())
+            })
+        })
+        .collect();
+    for w in workers {
+        let (start, bytes) = w.join().unwrap();
+        assert!(
+            bytes == whole[start..start + bytes.len()],
+            "chunk at {start}"
+        );
+    }
+    assert_eq!(reg.count("GET", &format!("/blobs/{}", layer.digest)), 1);
+    let again = support::client::get(&url, &[]).unwrap();
+    assert_eq!(again.digest, layer.digest, "the whole layer was cached");
+}

@@ -121,6 +121,19 @@ impl Streaming {
         Ok(self.received)
     }
 
+    /// Read exactly the next `n` body bytes and return them (then drop the
+    /// response to hang up, as a client reading one chunk of a large body
+    /// does).
+    pub fn read_bytes(&mut self, n: usize) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; n];
+        self.reader
+            .read_exact(&mut out)
+            .map_err(|e| err!("reading {n} body bytes after {}: {e}", self.received))?;
+        self.hasher.update(&out);
+        self.received += n as u64;
+        Ok(out)
+    }
+
     /// Read to the end; a cut or short body is reported, not an error.
     pub fn finish(mut self) -> Received {
         let _ = self.read_at_least(u64::MAX);
