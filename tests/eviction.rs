@@ -27,6 +27,8 @@ fn least_recently_used_blobs_are_evicted_above_max_size() {
         .unwrap();
         assert!(r.complete);
         assert_eq!(r.digest, digest);
+        // Indexed (and its access time set) before the next request.
+        p.wait_fills_settled().unwrap();
     };
     get(&layers[0].digest);
     get(&layers[1].digest);

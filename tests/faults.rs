@@ -68,6 +68,7 @@ fn wrong_bytes_never_complete_at_the_client_and_are_never_cached() {
     let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
     assert!(r.complete);
     assert_eq!(r.digest, digest);
+    p.wait_fills_settled().unwrap();
     assert!(p.has_object(&digest));
 }
 
@@ -177,6 +178,7 @@ fn a_fill_killed_by_sigkill_leaves_nothing_visible_and_the_next_start_fetches_cl
     let r = client::get(&blob_url(&p, &digest), &[]).unwrap();
     assert!(r.complete);
     assert_eq!(r.digest, digest);
+    p.wait_fills_settled().unwrap();
     assert!(p.has_object(&digest));
     assert_eq!(fake.count("GET", &digest), 2);
 }
@@ -189,6 +191,7 @@ fn a_damaged_cached_file_is_fetched_again_not_served_short() {
     fake.set_blob(&digest, data, Fault::None);
     let p = Portcullis::start(&config(&fake)).unwrap();
     assert!(client::get(&blob_url(&p, &digest), &[]).unwrap().complete);
+    p.wait_fills_settled().unwrap();
 
     // Someone (or a failing disk) truncates the cached file.
     let (_, hex) = digest.split_once(':').unwrap();
@@ -208,6 +211,7 @@ fn a_damaged_cached_file_is_fetched_again_not_served_short() {
     assert!(r.complete);
     assert_eq!(r.digest, digest);
     assert_eq!(fake.count("GET", &digest), 2);
+    p.wait_fills_settled().unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), MIB as u64);
 }
 

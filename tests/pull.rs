@@ -75,6 +75,7 @@ fn skopeo_pulls_by_path_prefix_with_upstream_digests_and_second_pull_is_free() {
     }
 
     // Second pull: zero blob GETs upstream.
+    p.wait_fills_settled().unwrap();
     reg.clear_requests().unwrap();
     let again = skopeo_copy_to_dir(
         &format!("docker://{}/registry.test/test/img:v1", p.host()),

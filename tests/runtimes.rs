@@ -270,6 +270,7 @@ fn metrics_count_a_cold_and_a_warm_node_pull_exactly() {
     let before = counters(&p);
     node_behind(p.host()).pull(&image, &[]).unwrap();
     p.flush_logs().unwrap();
+    p.wait_fills_settled().unwrap();
     let cold = counters(&p);
     assert_eq!(cold.miss - before.miss, 1.0 + blobs.len() as f64);
     assert_eq!(cold.hit - before.hit, 1.0);

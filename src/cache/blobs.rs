@@ -107,11 +107,13 @@ impl Cache {
                     });
                 }
                 Join::Lead(fill, (producer, ticket)) => {
+                    // Counted before the task starts, so shutdown never misses it.
+                    let running = self.fill_running();
                     tokio::spawn(self.clone().run_fill(
                         target.clone(),
                         digest.clone(),
                         producer,
-                        ticket,
+                        (ticket, running),
                     ));
                     let size = fill.ready().await?;
                     return Ok(Blob {
@@ -181,7 +183,7 @@ impl Cache {
         target: Target,
         digest: Digest,
         producer: FillProducer,
-        ticket: Ticket<Digest, Arc<Fill>>,
+        ended: (Ticket<Digest, Arc<Fill>>, super::FillRunning),
     ) {
         let _in_flight = self.0.metrics.fill_started();
         match self.download(&target, &digest, &producer).await {
@@ -196,7 +198,7 @@ impl Cache {
                 producer.failed(Arc::new(e));
             }
         }
-        drop(ticket);
+        drop(ended);
     }
 
     async fn download(
@@ -264,6 +266,9 @@ impl Cache {
         }
         let pending = writer.finish().await?;
         let size = pending.size();
+        // Verified: release the held-back last bytes now, and make the
+        // object durable and visible behind them.
+        producer.verified(reader.clone(), size);
         let pin = self.commit(pending, digest, None).await?;
         Ok((reader, size, pin))
     }

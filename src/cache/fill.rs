@@ -1,7 +1,7 @@
 //! A blob fill in progress, and the byte streams clients read.
 //!
 //! Owns the state a fill publishes to its followers (connecting, streaming
-//! with the count of bytes written, done, failed) and the two streams a
+//! with the count of bytes written, verified, done, failed) and the two streams a
 //! response body can be: [`published`] for an object already in the store,
 //! [`Fill::stream`] for one still arriving. A follower reads the growing file
 //! as bytes land, Range requests included, but always holds back the last byte
@@ -52,6 +52,12 @@ pub enum FillState {
         written: u64,
         total: Option<u64>,
     },
+    /// Every byte arrived and matches the digest; publishing (fsync,
+    /// rename, index) is under way. Followers may finish their responses.
+    Verified {
+        reader: Arc<dyn ObjectReader>,
+        size: u64,
+    },
     /// Verified, published and indexed.
     Done {
         reader: Arc<dyn ObjectReader>,
@@ -90,6 +96,11 @@ impl FillProducer {
         });
     }
 
+    /// The bytes verified: followers need not wait for them to be durable.
+    pub fn verified(&self, reader: Arc<dyn ObjectReader>, size: u64) {
+        self.tx.send_replace(FillState::Verified { reader, size });
+    }
+
     pub fn done(self, reader: Arc<dyn ObjectReader>, size: u64, pin: PinGuard) {
         *self.fill.pin.lock().expect("fill lock") = Some(pin);
         self.tx.send_replace(FillState::Done { reader, size });
@@ -117,7 +128,9 @@ impl Fill {
             match &*rx.borrow_and_update() {
                 FillState::Connecting => {}
                 FillState::Streaming { total, .. } => return Ok(*total),
-                FillState::Done { size, .. } => return Ok(Some(*size)),
+                FillState::Verified { size, .. } | FillState::Done { size, .. } => {
+                    return Ok(Some(*size));
+                }
                 FillState::Failed(e) => return Err(CacheError::Shared(e.clone())),
             }
             if rx.changed().await.is_err() {
@@ -131,7 +144,9 @@ impl Fill {
         let mut rx = self.rx.clone();
         loop {
             match &*rx.borrow_and_update() {
-                FillState::Done { size, .. } => return Ok(*size),
+                FillState::Verified { size, .. } | FillState::Done { size, .. } => {
+                    return Ok(*size);
+                }
                 FillState::Failed(e) => return Err(CacheError::Shared(e.clone())),
                 _ => {}
             }
@@ -149,6 +164,7 @@ impl Fill {
             pos: start,
             end,
             finished: false,
+            verified: None,
         };
         Box::pin(futures_util::stream::unfold(follower, |mut f| async move {
             let item = f.next().await?;
@@ -163,6 +179,8 @@ struct Follower {
     pos: u64,
     end: Option<u64>,
     finished: bool,
+    /// Set once the fill was seen verified (or done).
+    verified: Option<FillState>,
 }
 
 impl Follower {
@@ -171,7 +189,12 @@ impl Follower {
             return None;
         }
         loop {
-            let state = self.rx.borrow_and_update().clone();
+            // Once verified, the bytes are final: a later failure to publish
+            // them does not concern a response already being served.
+            let state = match &self.verified {
+                Some(v) => v.clone(),
+                None => self.rx.borrow_and_update().clone(),
+            };
             let (reader, limit, complete) = match state {
                 FillState::Connecting => (None, 0, false),
                 FillState::Streaming {
@@ -186,7 +209,11 @@ impl Follower {
                     };
                     (Some(reader), limit, false)
                 }
-                FillState::Done { reader, size } => {
+                FillState::Verified { reader, size } | FillState::Done { reader, size } => {
+                    self.verified = Some(FillState::Verified {
+                        reader: reader.clone(),
+                        size,
+                    });
                     let end = self.end.map_or(size, |e| e.min(size));
                     (Some(reader), end, true)
                 }
@@ -297,10 +324,19 @@ mod tests {
             pending.is_err(),
             "final byte released before the fill was verified"
         );
-        let (pin, _dir) = pin_guard();
-        producer.done(obj.clone(), 10, pin);
+        // Verified is enough: durability (fsync, rename, index) follows.
+        producer.verified(obj.clone(), 10);
         assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"9");
         assert!(s.next().await.is_none());
+        // A follower that starts once the fill is done reads it all.
+        let (pin, _dir) = pin_guard();
+        producer.done(obj.clone(), 10, pin);
+        let all: Vec<u8> = fill
+            .stream(0, None)
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
+        assert_eq!(all, b"0123456789");
     }
 
     #[tokio::test(flavor = "multi_thread")]

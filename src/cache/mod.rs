@@ -85,6 +85,15 @@ impl CacheError {
     }
 }
 
+/// A running fill, counted until dropped.
+pub(crate) struct FillRunning(tokio::sync::watch::Sender<usize>);
+
+impl Drop for FillRunning {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
 /// The cache, cheap to clone.
 #[derive(Clone)]
 pub struct Cache(Arc<Inner>);
@@ -101,6 +110,8 @@ struct Inner {
     /// Held while publishing or evicting objects.
     publish_lock: tokio::sync::Mutex<()>,
     evict_wanted: Arc<Notify>,
+    /// Blob fills running (publishing included): shutdown waits for zero.
+    fills_running: tokio::sync::watch::Sender<usize>,
     /// Upstreams seen without a referrers API, and when.
     no_referrers_api: Mutex<HashMap<UpstreamId, Instant>>,
     metrics: Metrics,
@@ -134,6 +145,7 @@ impl Cache {
             manifest_flights: Flights::default(),
             publish_lock: tokio::sync::Mutex::new(()),
             evict_wanted: Arc::new(Notify::new()),
+            fills_running: tokio::sync::watch::Sender::new(0),
             no_referrers_api: Mutex::new(HashMap::new()),
             metrics,
         }));
@@ -170,6 +182,21 @@ impl Cache {
 
     pub fn is_offline(&self) -> bool {
         self.0.offline
+    }
+
+    /// Resolves once no blob fill is running. Clients may finish a response
+    /// as soon as its bytes verify, while the fill still publishes them:
+    /// shutdown waits here so that work is not cut off.
+    pub async fn fills_settled(&self) {
+        let mut rx = self.0.fills_running.subscribe();
+        // An error means the sender is gone: nothing can be running.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Count a fill as running until the guard drops (also on panic).
+    pub(crate) fn fill_running(&self) -> FillRunning {
+        self.0.fills_running.send_modify(|n| *n += 1);
+        FillRunning(self.0.fills_running.clone())
     }
 
     /// Write access times to disk (also done periodically).

@@ -240,6 +240,7 @@ impl Bound {
             });
         }
         app.start_draining();
+        let deadline = tokio::time::Instant::now() + grace;
         drop(listener);
         drop(admin);
         tracing::info!(
@@ -247,11 +248,19 @@ impl Bound {
             grace_s = grace.as_secs_f64(),
             "shutting down: stopped accepting, draining connections"
         );
-        if tokio::time::timeout(grace, graceful.shutdown())
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("shutdown_grace is over; closing the remaining connections");
+        }
+        // A fill may still be publishing bytes its clients have already
+        // received, or downloading for clients that hung up.
+        if tokio::time::timeout_at(deadline, app.cache().fills_settled())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown_grace is over; cutting the remaining blob fills");
         }
         if let Err(e) = app.cache().flush().await {
             tracing::error!(error = %crate::error::chain(&e), "flushing the index on shutdown failed");

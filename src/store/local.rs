@@ -290,14 +290,7 @@ impl ObjectWriter for LocalWriter {
                 });
             }
             let hasher = self.hasher.take().ok_or(StoreError::WriterFailed)?;
-            let file = self.file.clone();
-            let path = self.temp_path();
-            let actual = blocking(move || {
-                let actual = hasher.finish();
-                file.sync_all().map_err(io_err("fsync", &path))?;
-                Ok(actual)
-            })
-            .await?;
+            let actual = blocking(move || Ok(hasher.finish())).await?;
             if actual != self.digest {
                 return Err(StoreError::DigestMismatch {
                     expected: self.digest.clone(),
@@ -305,6 +298,7 @@ impl ObjectWriter for LocalWriter {
                 });
             }
             let pending: Box<dyn PendingObject> = Box::new(LocalPending {
+                file: self.file.clone(),
                 temp: self.temp.take(),
                 target: std::mem::take(&mut self.target),
                 size: written,
@@ -315,6 +309,7 @@ impl ObjectWriter for LocalWriter {
 }
 
 struct LocalPending {
+    file: Arc<File>,
     temp: Option<TempFile>,
     target: PathBuf,
     size: u64,
@@ -330,7 +325,9 @@ impl PendingObject for LocalPending {
             let temp = self.temp.take().expect("published twice");
             let target = std::mem::take(&mut self.target);
             let from = temp.0.clone();
+            let file = self.file.clone();
             blocking(move || {
+                file.sync_all().map_err(io_err("fsync", &from))?;
                 let shard = target.parent().expect("object paths have a parent");
                 let created = !shard.exists();
                 fs::create_dir_all(shard).map_err(io_err("create directory", shard))?;

@@ -102,15 +102,16 @@ pub trait ObjectWriter: Send {
     /// Reads of the bytes appended so far, valid after publishing too.
     fn reader(&self) -> Arc<dyn ObjectReader>;
 
-    /// Check length and digest and make the bytes durable, still invisible.
+    /// Check length and digest; the bytes stay invisible.
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn PendingObject>, StoreError>>;
 }
 
-/// Verified, durable bytes waiting to become visible under their digest.
+/// Verified bytes waiting to become visible under their digest.
 pub trait PendingObject: Send {
     fn size(&self) -> u64;
 
-    /// Make the object visible, atomically.
+    /// Make the object durable, then visible, atomically: after a crash it
+    /// is either whole or absent.
     fn publish(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
 }
 

@@ -191,6 +191,14 @@ impl Portcullis {
             .exists()
     }
 
+    /// Wait (bounded) until no blob fill is running. A client's response
+    /// completes as soon as its bytes verify; the fill publishes and indexes
+    /// them right after, so check the store only once this returns.
+    pub fn wait_fills_settled(&self) -> Result<()> {
+        self.wait_for_metric("portcullis_fills_in_flight", |v| v == 0.0)
+            .map(|_| ())
+    }
+
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.log.0.lock().unwrap().lines.clone()
