@@ -296,12 +296,13 @@ fn policy_summary(p: &Policy) -> String {
 /// What a configuration sets up, for `check-config`.
 pub fn summary(c: &Config) -> String {
     let mut s = format!(
-        "listen {}{}\ndata_dir {}\ncache max_size {} bytes, tag_ttl {:?}\nshutdown_grace {:?}\n",
+        "listen {}{}\ndata_dir {}\ncache max_size {} bytes, tag_ttl {:?}, manifest_memory {} bytes\nshutdown_grace {:?}\n",
         c.listen,
         if c.tls.is_some() { " (TLS)" } else { "" },
         c.data_dir.display(),
         c.cache.max_size,
         c.cache.tag_ttl,
+        c.cache.manifest_memory,
         c.shutdown_grace,
     );
     if let Some(a) = c.admin_listen {

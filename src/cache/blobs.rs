@@ -3,16 +3,14 @@
 //! request follows.
 //!
 //! Owns the fill: the download runs in its own task (a client hanging up
-//! does not stop it), streams the upstream body into the store's verified
-//! writer in batches, publishes progress to followers, and on success
-//! publishes and indexes the object. A wrong digest or length fails the fill
+//! does not stop it), hands each chunk of the upstream body to followers at
+//! once and queues it for the store's verified writer, which writes and
+//! hashes on its own thread; on success it publishes and indexes the object. A wrong digest or length fails the fill
 //! for every follower and leaves nothing in the cache; the next request starts
 //! afresh. This module must not build HTTP responses.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body_util::BodyExt;
 
 use super::fill::{ByteStream, Fill, FillProducer, published};
@@ -22,12 +20,8 @@ use super::{Cache, CacheError};
 use crate::digest::Digest;
 use crate::metrics::CacheResult;
 use crate::router::Target;
-use crate::store::ObjectReader;
+use crate::store::{ObjectReader, StoreError};
 use crate::upstream::UpstreamError;
-
-/// Bytes collected from the upstream before one write to the store, when
-/// more are already available.
-const WRITE_BATCH: usize = 256 * 1024;
 
 enum Source {
     Published {
@@ -213,17 +207,12 @@ impl Cache {
         let download = upstream.get_blob(&target.repo, digest).await?;
         let mut writer = self.0.store.create(digest, download.length).await?;
         let reader = writer.reader();
+        let written = writer.written();
         producer.streaming(reader.clone(), download.length);
         let mut body = download.body;
-        let body_error = |source| {
-            CacheError::Upstream(UpstreamError::Body {
-                upstream: name.clone(),
-                source,
-            })
-        };
-        let mut ended = false;
-        while !ended {
-            let first = tokio::time::timeout(timeout, body.frame())
+        let mut received = 0u64;
+        loop {
+            let frame = tokio::time::timeout(timeout, body.frame())
                 .await
                 .map_err(|_| {
                     CacheError::Upstream(UpstreamError::Timeout {
@@ -231,38 +220,36 @@ impl Cache {
                         timeout,
                     })
                 })?;
-            let Some(first) = first else { break };
-            let mut batch: Vec<Bytes> = Vec::new();
-            let mut len = 0;
-            let mut next = Some(first);
-            // Take whatever else is already available, up to a batch.
-            loop {
-                match next {
-                    Some(frame) => {
-                        if let Ok(data) = frame.map_err(body_error)?.into_data() {
-                            len += data.len();
-                            batch.push(data);
-                        }
-                    }
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
-                if len >= WRITE_BATCH {
-                    break;
-                }
-                match body.frame().now_or_never() {
-                    Some(frame) => next = frame,
-                    None => break,
-                }
-            }
-            if batch.is_empty() {
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|source| {
+                CacheError::Upstream(UpstreamError::Body {
+                    upstream: name.clone(),
+                    source,
+                })
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
                 continue;
             }
-            let written = writer.append(batch).await?;
-            producer.progress(written);
-            self.0.metrics.upstream_bytes(&name, len as u64);
+            received += data.len() as u64;
+            if let Some(expected) = download.length
+                && received > expected
+            {
+                return Err(StoreError::LengthMismatch {
+                    expected,
+                    actual: received,
+                }
+                .into());
+            }
+            self.0.metrics.upstream_bytes(&name, data.len() as u64);
+            // Followers get the bytes now (all but the last byte of the
+            // blob, until it verifies); the store writes and hashes them
+            // meanwhile, on its own thread.
+            let on_disk = *written.borrow();
+            producer.received(data.clone(), on_disk);
+            writer.append(data).await?;
         }
         let pending = writer.finish().await?;
         let size = pending.size();

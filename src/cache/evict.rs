@@ -47,6 +47,7 @@ pub(super) async fn evict(cache: &Cache) -> Result<(), super::CacheError> {
     let bytes: u64 = victims.iter().map(|(_, n)| n).sum();
     let digests: Vec<_> = victims.into_iter().map(|(d, _)| d).collect();
     let count = digests.len() as u64;
+    inner.hot.remove(&digests);
     inner.store.delete(digests.clone()).await?;
     inner.index.forget(digests).await?;
     inner.metrics.evicted(count, bytes);

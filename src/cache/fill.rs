@@ -9,6 +9,7 @@
 //! if verification fails, no client ever completes a response with unverified
 //! bytes. This module must not talk to upstreams or the index.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -19,14 +20,17 @@ use tokio::sync::watch;
 use super::CacheError;
 use super::index::PinGuard;
 use crate::store::ObjectReader;
+use crate::store::buffers::CHUNK;
 
 /// Errors carried by response body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body: bytes, or an error that aborts the response.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
 
-/// Bytes read from the store per chunk sent.
-const CHUNK: usize = 256 * 1024;
+/// Bytes a fill keeps in memory once they are on disk, for followers a
+/// little behind. Bytes not yet on disk are kept too (at most the store
+/// writer's queue).
+const WINDOW_KEEP: u64 = 1 << 20;
 
 /// A failed fill, as seen by a follower's stream.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +50,11 @@ enum StreamError {
 pub enum FillState {
     /// Waiting for the upstream's response.
     Connecting,
-    /// Bytes are arriving; `written` of them are readable (not yet verified).
+    /// Bytes are arriving; `received` of them can be read (not yet
+    /// verified): recent ones from memory, older ones from `reader`.
     Streaming {
         reader: Arc<dyn ObjectReader>,
-        written: u64,
+        received: u64,
         total: Option<u64>,
     },
     /// Every byte arrived and matches the digest; publishing (fsync,
@@ -66,9 +71,48 @@ pub enum FillState {
     Failed(Arc<CacheError>),
 }
 
+/// The most recent bytes of a fill, contiguous: `chunks` hold
+/// `start..start + len`. Everything before `start` is on disk.
+#[derive(Default)]
+struct Window {
+    start: u64,
+    len: u64,
+    chunks: VecDeque<Bytes>,
+}
+
+/// Where a follower's next bytes are.
+enum Source {
+    Memory(Bytes),
+    /// Read the file, up to this offset (the window's start).
+    File(u64),
+}
+
+impl Window {
+    /// Bytes from `pos` up to `limit` from memory, or where the file must
+    /// serve them instead.
+    fn take(&self, pos: u64, limit: u64) -> Source {
+        if pos < self.start {
+            return Source::File(self.start);
+        }
+        let mut at = self.start;
+        for chunk in &self.chunks {
+            let end = at + chunk.len() as u64;
+            if pos < end {
+                let from = (pos - at) as usize;
+                let to = (limit.min(end) - at) as usize;
+                return Source::Memory(chunk.slice(from..to));
+            }
+            at = end;
+        }
+        // Not arrived: callers only ask below `received`.
+        Source::Memory(Bytes::new())
+    }
+}
+
 /// A blob fill that followers can read from.
 pub struct Fill {
     rx: watch::Receiver<FillState>,
+    window: Mutex<Window>,
     /// Keeps the published object from eviction while followers still read.
     pin: Mutex<Option<PinGuard>>,
 }
@@ -83,15 +127,34 @@ impl FillProducer {
     pub fn streaming(&self, reader: Arc<dyn ObjectReader>, total: Option<u64>) {
         self.tx.send_replace(FillState::Streaming {
             reader,
-            written: 0,
+            received: 0,
             total,
         });
     }
 
-    pub fn progress(&self, now_written: u64) {
+    /// Bytes arrived: followers may read them at once, from memory. Bytes
+    /// on disk (`written` of them) beyond the window's allowance are
+    /// dropped from memory; followers behind read them from the file.
+    pub fn received(&self, chunk: Bytes, written: u64) {
+        let received = {
+            let mut w = self.fill.window.lock().expect("fill window lock");
+            w.len += chunk.len() as u64;
+            w.chunks.push_back(chunk);
+            while w.len > WINDOW_KEEP {
+                let Some(front) = w.chunks.front() else { break };
+                let n = front.len() as u64;
+                if w.start + n > written {
+                    break;
+                }
+                w.chunks.pop_front();
+                w.start += n;
+                w.len -= n;
+            }
+            w.start + w.len
+        };
         self.tx.send_modify(|s| {
-            if let FillState::Streaming { written, .. } = s {
-                *written = now_written;
+            if let FillState::Streaming { received: r, .. } = s {
+                *r = received;
             }
         });
     }
@@ -107,6 +170,7 @@ impl FillProducer {
     }
 
     pub fn failed(self, error: Arc<CacheError>) {
+        *self.fill.window.lock().expect("fill window lock") = Window::default();
         self.tx.send_replace(FillState::Failed(error));
     }
 }
@@ -116,6 +180,7 @@ impl Fill {
         let (tx, rx) = watch::channel(FillState::Connecting);
         let fill = Arc::new(Fill {
             rx,
+            window: Mutex::new(Window::default()),
             pin: Mutex::new(None),
         });
         (fill.clone(), FillProducer { tx, fill })
@@ -160,7 +225,7 @@ impl Fill {
     pub fn stream(self: Arc<Self>, start: u64, end: Option<u64>) -> ByteStream {
         let follower = Follower {
             rx: self.rx.clone(),
-            _fill: self,
+            fill: self,
             pos: start,
             end,
             finished: false,
@@ -175,7 +240,7 @@ impl Fill {
 
 struct Follower {
     rx: watch::Receiver<FillState>,
-    _fill: Arc<Fill>,
+    fill: Arc<Fill>,
     pos: u64,
     end: Option<u64>,
     finished: bool,
@@ -199,13 +264,13 @@ impl Follower {
                 FillState::Connecting => (None, 0, false),
                 FillState::Streaming {
                     reader,
-                    written,
+                    received,
                     total,
                 } => {
                     // Hold back the final byte of this response until verified.
                     let limit = match self.end.or(total) {
-                        Some(end) => written.min(end.saturating_sub(1)),
-                        None => written.saturating_sub(1),
+                        Some(end) => received.min(end.saturating_sub(1)),
+                        None => received.saturating_sub(1),
                     };
                     (Some(reader), limit, false)
                 }
@@ -225,7 +290,23 @@ impl Follower {
             if let Some(reader) = reader
                 && self.pos < limit
             {
-                let n = (limit - self.pos).min(CHUNK as u64) as usize;
+                let source = self
+                    .fill
+                    .window
+                    .lock()
+                    .expect("fill window lock")
+                    .take(self.pos, limit);
+                let file_end = match source {
+                    Source::Memory(b) if !b.is_empty() => {
+                        self.pos += b.len() as u64;
+                        return Some(Ok(b));
+                    }
+                    // Past the window (dropped after a failure, or after
+                    // the fill ended): the file has everything.
+                    Source::Memory(_) => limit,
+                    Source::File(window_start) => limit.min(window_start),
+                };
+                let n = (file_end - self.pos).min(CHUNK as u64) as usize;
                 return Some(match reader.read_at(self.pos, n).await {
                     Ok(b) if b.is_empty() => {
                         self.finished = true;
@@ -253,27 +334,26 @@ impl Follower {
     }
 }
 
-/// Stream bytes `start..end` of a published object, keeping it pinned.
+/// Stream bytes `start..end` of a published object, keeping it pinned. The
+/// next chunk is read (on the blocking pool) while the last one is sent.
 pub fn published(reader: Arc<dyn ObjectReader>, start: u64, end: u64, pin: PinGuard) -> ByteStream {
-    let state = (reader, start, pin);
+    let read = move |reader: &Arc<dyn ObjectReader>, pos: u64| {
+        (pos < end).then(|| reader.read_at(pos, (end - pos).min(CHUNK as u64) as usize))
+    };
+    let first = read(&reader, start);
     Box::pin(futures_util::stream::unfold(
-        state,
-        move |(reader, pos, pin)| async move {
-            if pos >= end {
-                return None;
-            }
-            let n = (end - pos).min(CHUNK as u64) as usize;
-            match reader.read_at(pos, n).await {
-                Ok(b) if b.is_empty() => {
-                    let e: BoxError = Box::new(StreamError::Truncated);
-                    Some((Err(e), (reader, end, pin)))
-                }
+        (reader, start, pin, first),
+        move |(reader, pos, pin, reading)| async move {
+            let item: Result<Bytes, BoxError> = match reading?.await {
+                Ok(b) if b.is_empty() => Err(Box::new(StreamError::Truncated)),
                 Ok(b) => {
                     let next = pos + b.len() as u64;
-                    Some((Ok(b), (reader, next, pin)))
+                    let ahead = read(&reader, next);
+                    return Some((Ok(b), (reader, next, pin, ahead)));
                 }
-                Err(e) => Some((Err(Box::new(e) as BoxError), (reader, end, pin))),
-            }
+                Err(e) => Err(Box::new(e)),
+            };
+            Some((item, (reader, end, pin, None)))
         },
     ))
 }
@@ -288,7 +368,7 @@ mod tests {
     struct Growing(Mutex<Vec<u8>>);
 
     impl ObjectReader for Growing {
-        fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, std::io::Result<Bytes>> {
+        fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'static, std::io::Result<Bytes>> {
             let data = self.0.lock().unwrap();
             let start = (offset as usize).min(data.len());
             let end = (start + max).min(data.len());
@@ -306,17 +386,25 @@ mod tests {
         (guard, dir)
     }
 
+    /// Append to the object (the store's writer) and hand the chunk to the fill.
+    fn arrive(producer: &FillProducer, obj: &Growing, chunk: &[u8]) {
+        let mut data = obj.0.lock().unwrap();
+        data.extend_from_slice(chunk);
+        let written = data.len() as u64;
+        drop(data);
+        producer.received(Bytes::copy_from_slice(chunk), written);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn followers_see_bytes_before_the_end_but_not_the_last_byte() {
         let (fill, producer) = Fill::new();
         let obj = Arc::new(Growing(Mutex::new(Vec::new())));
         producer.streaming(obj.clone(), Some(10));
         let mut s = fill.clone().stream(0, None);
-        obj.0.lock().unwrap().extend_from_slice(b"01234");
-        producer.progress(5);
+        // Not on disk yet: followers get it from memory.
+        producer.received(Bytes::from_static(b"01234"), 0);
         assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"01234");
-        obj.0.lock().unwrap().extend_from_slice(b"56789");
-        producer.progress(10);
+        producer.received(Bytes::from_static(b"56789"), 0);
         // Everything but the final byte is released before verification.
         assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"5678");
         let pending = tokio::time::timeout(std::time::Duration::from_millis(50), s.next()).await;
@@ -325,6 +413,7 @@ mod tests {
             "final byte released before the fill was verified"
         );
         // Verified is enough: durability (fsync, rename, index) follows.
+        obj.0.lock().unwrap().extend_from_slice(b"0123456789");
         producer.verified(obj.clone(), 10);
         assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"9");
         assert!(s.next().await.is_none());
@@ -340,11 +429,56 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn memory_holds_a_bounded_window_and_followers_behind_it_read_the_file() {
+        let (fill, producer) = Fill::new();
+        let obj = Arc::new(Growing(Mutex::new(Vec::new())));
+        let chunk = 100_000usize;
+        let chunks = 3 * WINDOW_KEEP as usize / chunk;
+        let total = (chunks * chunk) as u64;
+        producer.streaming(obj.clone(), Some(total));
+        let expected: Vec<u8> = (0..total).map(|i| (i % 253) as u8).collect();
+        // The writer lags: nothing on disk, so memory keeps everything.
+        producer.received(Bytes::copy_from_slice(&expected[..chunk]), 0);
+        assert_eq!(fill.window.lock().unwrap().start, 0);
+        obj.0.lock().unwrap().extend_from_slice(&expected[..chunk]);
+        for c in expected[chunk..].chunks(chunk) {
+            arrive(&producer, &obj, c);
+            let w = fill.window.lock().unwrap();
+            assert!(
+                w.len <= WINDOW_KEEP + chunk as u64,
+                "{} bytes in memory",
+                w.len
+            );
+        }
+        assert!(fill.window.lock().unwrap().start > 0, "nothing left memory");
+        // A follower from the start reads the file, then memory; a Range
+        // inside the window comes from memory alone.
+        let mut s = fill.clone().stream(0, None);
+        let mut got = Vec::new();
+        while (got.len() as u64) < total - 1 {
+            got.extend_from_slice(&s.next().await.unwrap().unwrap());
+        }
+        assert_eq!(got, expected[..total as usize - 1]);
+        let (a, b) = (total - 1000, total - 10);
+        let mut r = fill.clone().stream(a, Some(b));
+        assert_eq!(
+            r.next().await.unwrap().unwrap().as_ref(),
+            &expected[a as usize..b as usize - 1]
+        );
+        producer.verified(obj.clone(), total);
+        assert_eq!(
+            s.next().await.unwrap().unwrap().as_ref(),
+            &expected[total as usize - 1..]
+        );
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_fill_fails_every_follower() {
         let (fill, producer) = Fill::new();
-        let obj = Arc::new(Growing(Mutex::new(b"abc".to_vec())));
-        producer.streaming(obj, Some(3));
-        producer.progress(3);
+        let obj = Arc::new(Growing(Mutex::new(Vec::new())));
+        producer.streaming(obj.clone(), Some(3));
+        arrive(&producer, &obj, b"abc");
         let mut a = fill.clone().stream(0, None);
         let mut b = fill.clone().stream(1, Some(3));
         assert_eq!(a.next().await.unwrap().unwrap().as_ref(), b"ab");
@@ -359,9 +493,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_abandoned_fill_is_an_error_not_a_short_success() {
         let (fill, producer) = Fill::new();
-        let obj = Arc::new(Growing(Mutex::new(b"abc".to_vec())));
-        producer.streaming(obj, None);
-        producer.progress(3);
+        let obj = Arc::new(Growing(Mutex::new(Vec::new())));
+        producer.streaming(obj.clone(), None);
+        arrive(&producer, &obj, b"abc");
         let mut s = fill.stream(0, None);
         assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"ab");
         drop(producer);

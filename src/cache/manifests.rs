@@ -135,16 +135,29 @@ impl Cache {
             .is_some_and(|i| i.media_type.is_some())
     }
 
+    /// A cached manifest: from memory when it was served recently, else
+    /// from the store (and then kept in memory).
     async fn local_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CacheError> {
         if !self.has_manifest(digest) {
             return Ok(None);
         }
-        Ok(self.read_object(digest).await?.and_then(|(bytes, info)| {
-            info.media_type.map(|media_type| Manifest {
+        if let Some((bytes, media_type)) = self.0.hot.get(digest) {
+            return Ok(Some(Manifest {
                 digest: digest.clone(),
                 media_type,
                 bytes,
-            })
+            }));
+        }
+        let Some((bytes, info)) = self.read_object(digest).await? else {
+            return Ok(None);
+        };
+        Ok(info.media_type.map(|media_type| {
+            self.0.hot.insert(digest, bytes.clone(), media_type.clone());
+            Manifest {
+                digest: digest.clone(),
+                media_type,
+                bytes,
+            }
         }))
     }
 
@@ -316,9 +329,11 @@ impl Cache {
                     .await?,
             );
         }
+        let media_type: Arc<str> = Arc::from(media_type);
+        self.0.hot.insert(digest, bytes.clone(), media_type.clone());
         Ok(Manifest {
             digest: digest.clone(),
-            media_type: Arc::from(media_type),
+            media_type,
             bytes,
         })
     }

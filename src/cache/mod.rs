@@ -16,6 +16,7 @@ pub mod blobs;
 mod evict;
 pub mod fill;
 pub mod flight;
+pub mod hot;
 pub mod index;
 pub mod lists;
 pub mod manifests;
@@ -38,6 +39,7 @@ use crate::store::{ObjectStore, PendingObject, StoreError};
 use crate::upstream::{UpstreamError, Upstreams};
 use fill::Fill;
 use flight::Flights;
+use hot::HotManifests;
 use index::{Index, IndexError, PinGuard};
 use manifests::{ManifestKey, SharedManifest};
 
@@ -107,6 +109,8 @@ struct Inner {
     max_size: u64,
     blob_fills: Flights<Digest, Arc<Fill>>,
     manifest_flights: Flights<ManifestKey, SharedManifest>,
+    /// Recently served manifests, in memory.
+    hot: HotManifests,
     /// Held while publishing or evicting objects.
     publish_lock: tokio::sync::Mutex<()>,
     evict_wanted: Arc<Notify>,
@@ -143,6 +147,7 @@ impl Cache {
             max_size: config.cache.max_size,
             blob_fills: Flights::default(),
             manifest_flights: Flights::default(),
+            hot: HotManifests::new(config.cache.manifest_memory),
             publish_lock: tokio::sync::Mutex::new(()),
             evict_wanted: Arc::new(Notify::new()),
             fills_running: tokio::sync::watch::Sender::new(0),
@@ -252,7 +257,7 @@ impl Cache {
             .store
             .create(digest, Some(bytes.len() as u64))
             .await?;
-        writer.append(vec![bytes]).await?;
+        writer.append(bytes).await?;
         let pending = writer.finish().await?;
         self.commit(pending, digest, media_type).await
     }
@@ -295,6 +300,7 @@ impl Cache {
     /// hand, disk trouble): forget it so the next request fetches it again.
     async fn forget_missing(&self, digest: &Digest) -> Result<(), CacheError> {
         tracing::warn!(%digest, "cached object is missing from the store; it will be fetched again");
+        self.0.hot.remove(std::slice::from_ref(digest));
         self.0.index.forget(vec![digest.clone()]).await?;
         Ok(())
     }

@@ -30,6 +30,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 const DEFAULT_DATA_DIR: &str = "portcullis-data";
 const DEFAULT_MAX_SIZE: &str = "10GiB";
 const DEFAULT_TAG_TTL: &str = "5m";
+const DEFAULT_MANIFEST_MEMORY: &str = "64MiB";
 const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 const DEFAULT_READ_TIMEOUT: &str = "30s";
 const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
@@ -112,6 +113,7 @@ struct RawTls {
 struct RawCache {
     max_size: Option<String>,
     tag_ttl: Option<String>,
+    manifest_memory: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +199,8 @@ pub struct CacheConfig {
     pub max_size: u64,
     /// How long a tag -> digest answer is trusted before revalidation.
     pub tag_ttl: Duration,
+    /// Bytes of recently served manifests kept in memory (0: none).
+    pub manifest_memory: u64,
 }
 
 /// One upstream registry.
@@ -402,6 +406,11 @@ impl RawConfig {
                 "cache.tag_ttl",
                 self.cache.tag_ttl.as_deref(),
                 DEFAULT_TAG_TTL,
+            )?,
+            manifest_memory: size(
+                "cache.manifest_memory",
+                self.cache.manifest_memory.as_deref(),
+                DEFAULT_MANIFEST_MEMORY,
             )?,
         };
         if cache.max_size == 0 {

@@ -9,14 +9,17 @@
 //! This module must not know about the index or HTTP.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 
+use super::buffers::Buffers;
 use super::{
     BoxFuture, ObjectReader, ObjectStore, ObjectWriter, PendingObject, StoreError, StoredObject,
     blocking,
@@ -27,6 +30,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 pub struct LocalStore {
     root: Arc<Path>,
     next_tmp: AtomicU64,
+    buffers: Buffers,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -46,6 +50,7 @@ impl LocalStore {
         Ok(LocalStore {
             root: root.into(),
             next_tmp: AtomicU64::new(0),
+            buffers: Buffers::default(),
         })
     }
 
@@ -81,6 +86,7 @@ impl ObjectStore for LocalStore {
                 .join(format!("{}.{}.{n}", digest.hex(), std::process::id()));
         let target = self.object_path(digest);
         let digest = digest.clone();
+        let buffers = self.buffers.clone();
         Box::pin(async move {
             let tmp2 = tmp.clone();
             let file = blocking(move || {
@@ -92,15 +98,14 @@ impl ObjectStore for LocalStore {
                     .map_err(io_err("create", &tmp2))
             })
             .await?;
-            let writer: Box<dyn ObjectWriter> = Box::new(LocalWriter {
-                file: Arc::new(file),
-                hasher: Some(Hasher::new(digest.algorithm())),
-                written: 0,
-                expected_len,
+            let writer: Box<dyn ObjectWriter> = Box::new(LocalWriter::start(
+                file,
+                tmp,
                 digest,
-                temp: Some(TempFile(tmp)),
+                expected_len,
                 target,
-            });
+                buffers,
+            ));
             Ok(writer)
         })
     }
@@ -110,11 +115,13 @@ impl ObjectStore for LocalStore {
         digest: &'a Digest,
     ) -> BoxFuture<'a, Result<Option<StoredObject>, StoreError>> {
         let path = self.object_path(digest);
+        let buffers = self.buffers.clone();
         Box::pin(blocking(move || match File::open(&path) {
             Ok(file) => {
                 let size = file.metadata().map_err(io_err("stat", &path))?.len();
                 let reader: Arc<dyn ObjectReader> = Arc::new(FileReader {
                     file: Arc::new(file),
+                    buffers,
                 });
                 Ok(Some(StoredObject { size, reader }))
             }
@@ -221,27 +228,128 @@ impl TempFile {
     }
 }
 
+/// Bytes queued for one object's writer, at most: what a fill may receive
+/// ahead of the disk and the hash.
+const WRITE_QUEUE: usize = 4 << 20;
+/// Chunks written with one vectored write, at most.
+const WRITE_BATCH: usize = 64;
+
+type Queued = (Bytes, OwnedSemaphorePermit);
+
 struct LocalWriter {
+    /// `None` once closed (finishing) or found broken.
+    queue: Option<mpsc::UnboundedSender<Queued>>,
+    /// Bytes the queue has room for.
+    room: Arc<Semaphore>,
+    /// The writer: writes and hashes, returns the hasher when the queue closes.
+    task: Option<JoinHandle<Result<Hasher, StoreError>>>,
+    written: watch::Receiver<u64>,
     file: Arc<File>,
-    hasher: Option<Hasher>,
-    written: u64,
+    queued: u64,
     expected_len: Option<u64>,
     digest: Digest,
     temp: Option<TempFile>,
     target: PathBuf,
+    buffers: Buffers,
 }
 
 impl LocalWriter {
-    fn temp_path(&self) -> PathBuf {
-        self.temp.as_ref().map(|t| t.0.clone()).unwrap_or_default()
+    fn start(
+        file: File,
+        path: PathBuf,
+        digest: Digest,
+        expected_len: Option<u64>,
+        target: PathBuf,
+        buffers: Buffers,
+    ) -> LocalWriter {
+        let file = Arc::new(file);
+        let (queue, rx) = mpsc::unbounded_channel();
+        let (progress, written) = watch::channel(0);
+        let hasher = Hasher::new(digest.algorithm());
+        let (f, p) = (file.clone(), path.clone());
+        let task = tokio::task::spawn_blocking(move || write_queued(&f, &p, hasher, rx, progress));
+        LocalWriter {
+            queue: Some(queue),
+            room: Arc::new(Semaphore::new(WRITE_QUEUE)),
+            task: Some(task),
+            written,
+            file,
+            queued: 0,
+            expected_len,
+            digest,
+            temp: Some(TempFile(path)),
+            target,
+            buffers,
+        }
+    }
+
+    /// Why the writer stopped: its own error, if it had one.
+    async fn failure(&mut self) -> StoreError {
+        self.queue = None;
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => StoreError::WriterFailed,
+                Err(e) => StoreError::Task(e),
+            },
+            None => StoreError::WriterFailed,
+        }
     }
 }
 
+/// The writer's loop, on the blocking pool: write each batch of queued
+/// chunks with one vectored write, report progress, hash, free the room.
+fn write_queued(
+    file: &File,
+    path: &Path,
+    mut hasher: Hasher,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    progress: watch::Sender<u64>,
+) -> Result<Hasher, StoreError> {
+    let mut written = 0u64;
+    let mut batch: Vec<Queued> = Vec::with_capacity(WRITE_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|(b, _)| IoSlice::new(b)).collect();
+        write_all_vectored(file, &mut slices).map_err(io_err("write", path))?;
+        written += batch.iter().map(|(b, _)| b.len() as u64).sum::<u64>();
+        // Readable now; hashing follows while readers go on.
+        progress.send_replace(written);
+        for (chunk, _room) in batch.drain(..) {
+            hasher.update(&chunk);
+        }
+    }
+    Ok(hasher)
+}
+
+/// `write_all` for vectored writes (std's is unstable). The file's own
+/// cursor is the writer's alone: readers use positional reads.
+fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl ObjectWriter for LocalWriter {
-    fn append(&mut self, chunks: Vec<Bytes>) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn append(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let added: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-            let total = self.written + added;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let total = self.queued + chunk.len() as u64;
             if let Some(expected) = self.expected_len
                 && total > expected
             {
@@ -250,29 +358,33 @@ impl ObjectWriter for LocalWriter {
                     actual: total,
                 });
             }
-            let file = self.file.clone();
-            let mut hasher = self.hasher.take().ok_or(StoreError::WriterFailed)?;
-            let mut offset = self.written;
-            let path = self.temp_path();
-            let hasher = blocking(move || {
-                for chunk in &chunks {
-                    file.write_all_at(chunk, offset)
-                        .map_err(io_err("write", &path))?;
-                    hasher.update(chunk);
-                    offset += chunk.len() as u64;
-                }
-                Ok(hasher)
-            })
-            .await?;
-            self.hasher = Some(hasher);
-            self.written = total;
-            Ok(total)
+            let want = chunk.len().min(WRITE_QUEUE) as u32;
+            let room = self
+                .room
+                .clone()
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| StoreError::WriterFailed)?;
+            let sent = match &self.queue {
+                Some(q) => q.send((chunk, room)).is_ok(),
+                None => false,
+            };
+            if !sent {
+                return Err(self.failure().await);
+            }
+            self.queued = total;
+            Ok(())
         })
+    }
+
+    fn written(&self) -> watch::Receiver<u64> {
+        self.written.clone()
     }
 
     fn reader(&self) -> Arc<dyn ObjectReader> {
         Arc::new(FileReader {
             file: self.file.clone(),
+            buffers: self.buffers.clone(),
         })
     }
 
@@ -280,7 +392,13 @@ impl ObjectWriter for LocalWriter {
         mut self: Box<Self>,
     ) -> BoxFuture<'static, Result<Box<dyn PendingObject>, StoreError>> {
         Box::pin(async move {
-            let written = self.written;
+            // Closing the queue lets the writer drain it and hand back the hash.
+            self.queue = None;
+            let hasher = match self.task.take() {
+                Some(task) => task.await.map_err(StoreError::Task)??,
+                None => return Err(StoreError::WriterFailed),
+            };
+            let written = self.queued;
             if let Some(expected) = self.expected_len
                 && written != expected
             {
@@ -289,8 +407,7 @@ impl ObjectWriter for LocalWriter {
                     actual: written,
                 });
             }
-            let hasher = self.hasher.take().ok_or(StoreError::WriterFailed)?;
-            let actual = blocking(move || Ok(hasher.finish())).await?;
+            let actual = hasher.finish();
             if actual != self.digest {
                 return Err(StoreError::DigestMismatch {
                     expected: self.digest.clone(),
@@ -347,16 +464,17 @@ impl PendingObject for LocalPending {
 /// Ranged reads through a shared file handle (pread: no shared cursor).
 struct FileReader {
     file: Arc<File>,
+    buffers: Buffers,
 }
 
 impl ObjectReader for FileReader {
-    fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, io::Result<Bytes>> {
-        let file = self.file.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut buf = BytesMut::zeroed(max);
+    fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'static, io::Result<Bytes>> {
+        let (file, buffers) = (self.file.clone(), self.buffers.clone());
+        // Started now, not when first polled: callers read ahead.
+        let read = tokio::task::spawn_blocking(move || {
+            buffers.fill(max, |buf| {
                 let mut filled = 0;
-                while filled < max {
+                while filled < buf.len() {
                     match file.read_at(&mut buf[filled..], offset + filled as u64) {
                         Ok(0) => break,
                         Ok(n) => filled += n,
@@ -364,12 +482,10 @@ impl ObjectReader for FileReader {
                         Err(e) => return Err(e),
                     }
                 }
-                buf.truncate(filled);
-                Ok(buf.freeze())
+                Ok(filled)
             })
-            .await
-            .map_err(io::Error::other)?
-        })
+        });
+        Box::pin(async move { read.await.map_err(io::Error::other)? })
     }
 }
 
@@ -393,21 +509,16 @@ mod tests {
         let d = digest(&data);
         let mut w = store.create(&d, Some(data.len() as u64)).await.unwrap();
         let reader = w.reader();
-        assert_eq!(
-            w.append(vec![Bytes::from_static(b"hello, ")])
-                .await
-                .unwrap(),
-            7
-        );
+        let mut written = w.written();
+        w.append(Bytes::from_static(b"hello, ")).await.unwrap();
         // Followers can read what has been written before it is published.
+        written.wait_for(|n| *n == 7).await.unwrap();
         assert_eq!(read_all(&*reader).await, b"hello, ");
         assert!(
             store.open(&d).await.unwrap().is_none(),
             "visible before publish"
         );
-        w.append(vec![Bytes::from_static(b"portcullis")])
-            .await
-            .unwrap();
+        w.append(Bytes::from_static(b"portcullis")).await.unwrap();
         let pending = w.finish().await.unwrap();
         assert_eq!(pending.size(), data.len() as u64);
         pending.publish().await.unwrap();
@@ -431,7 +542,7 @@ mod tests {
         let data = Bytes::from_static(b"sha512 content");
         let d = Digest::of(Algorithm::Sha512, &data);
         let mut w = store.create(&d, Some(data.len() as u64)).await.unwrap();
-        w.append(vec![data.clone()]).await.unwrap();
+        w.append(data.clone()).await.unwrap();
         w.finish().await.unwrap().publish().await.unwrap();
         let path = dir
             .path()
@@ -445,7 +556,7 @@ mod tests {
         );
         let wrong = Digest::of(Algorithm::Sha512, b"other");
         let mut w = store.create(&wrong, None).await.unwrap();
-        w.append(vec![data]).await.unwrap();
+        w.append(data).await.unwrap();
         assert!(matches!(
             w.finish().await.err().unwrap(),
             StoreError::DigestMismatch { .. }
@@ -458,9 +569,7 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         let d = digest(b"expected");
         let mut w = store.create(&d, None).await.unwrap();
-        w.append(vec![Bytes::from_static(b"tampered")])
-            .await
-            .unwrap();
+        w.append(Bytes::from_static(b"tampered")).await.unwrap();
         let err = w.finish().await.err().unwrap();
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err:?}");
         assert!(store.open(&d).await.unwrap().is_none());
@@ -476,10 +585,7 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         let d = digest(b"abc");
         let mut w = store.create(&d, Some(2)).await.unwrap();
-        let err = w
-            .append(vec![Bytes::from_static(b"abc")])
-            .await
-            .unwrap_err();
+        let err = w.append(Bytes::from_static(b"abc")).await.unwrap_err();
         assert!(matches!(
             err,
             StoreError::LengthMismatch {
@@ -488,11 +594,40 @@ mod tests {
             }
         ));
         let mut w = store.create(&d, Some(4)).await.unwrap();
-        w.append(vec![Bytes::from_static(b"abc")]).await.unwrap();
+        w.append(Bytes::from_static(b"abc")).await.unwrap();
         assert!(matches!(
             w.finish().await.err().unwrap(),
             StoreError::LengthMismatch { .. }
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn chunks_beyond_the_queue_are_written_in_order_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        // More than the queue holds, in chunks of every size up to it.
+        let data: Vec<u8> = (0..3 * WRITE_QUEUE + 12345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let d = digest(&data);
+        let mut w = store.create(&d, Some(data.len() as u64)).await.unwrap();
+        let (mut at, mut step) = (0, 1);
+        while at < data.len() {
+            let end = (at + step).min(data.len());
+            w.append(Bytes::copy_from_slice(&data[at..end]))
+                .await
+                .unwrap();
+            at = end;
+            step = (step * 3 + 1) % WRITE_QUEUE + 1;
+        }
+        let pending = w.finish().await.unwrap();
+        pending.publish().await.unwrap();
+        let o = store.open(&d).await.unwrap().unwrap();
+        let mut back = Vec::new();
+        while back.len() < data.len() {
+            back.extend_from_slice(&o.reader.read_at(back.len() as u64, 1 << 20).await.unwrap());
+        }
+        assert_eq!(back, data);
     }
 
     #[tokio::test]

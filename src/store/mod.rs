@@ -10,6 +10,7 @@
 //! without touching it. This module must not know about the index, tags,
 //! upstreams or HTTP.
 
+pub mod buffers;
 pub mod local;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::digest::Digest;
 
@@ -89,20 +91,30 @@ pub struct StoredObject {
 /// Ranged reads of one object.
 pub trait ObjectReader: Send + Sync {
     /// Read up to `max` bytes at `offset`. Returns fewer bytes only at the end
-    /// of what has been written.
-    fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'_, io::Result<Bytes>>;
+    /// of what has been written. The read starts when this is called, so a
+    /// caller may have the next one under way while it sends the last.
+    fn read_at(&self, offset: u64, max: usize) -> BoxFuture<'static, io::Result<Bytes>>;
 }
 
-/// A verified writer: hashes every byte it writes.
+/// A verified writer: hashes every byte it writes, off the async threads.
+///
+/// Appending queues bytes for a writer of its own, which writes and hashes
+/// them in order while the caller goes on receiving; at most a bounded
+/// number of bytes wait in the queue.
 pub trait ObjectWriter: Send {
-    /// Append bytes. Returns the total written so far. Fails as soon as more
-    /// bytes arrive than the expected length.
-    fn append(&mut self, chunks: Vec<Bytes>) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Queue bytes. Waits only while the queue is full. Fails as soon as
+    /// more bytes arrive than the expected length, or once writing failed.
+    fn append(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Reads of the bytes appended so far, valid after publishing too.
+    /// How many bytes are written so far (and readable through
+    /// [`ObjectWriter::reader`]); it changes as the writer catches up.
+    fn written(&self) -> watch::Receiver<u64>;
+
+    /// Reads of the bytes written so far, valid after publishing too.
     fn reader(&self) -> Arc<dyn ObjectReader>;
 
-    /// Check length and digest; the bytes stay invisible.
+    /// Wait for every queued byte, then check length and digest; the bytes
+    /// stay invisible.
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn PendingObject>, StoreError>>;
 }
 
