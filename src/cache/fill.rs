@@ -19,8 +19,8 @@ use tokio::sync::watch;
 
 use super::CacheError;
 use super::index::PinGuard;
-use crate::store::ObjectReader;
 use crate::store::buffers::CHUNK;
+use crate::store::{BoxFuture, ObjectReader};
 
 /// Errors carried by response body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -334,34 +334,58 @@ impl Follower {
     }
 }
 
+/// Chunks of a published object read ahead of the one being sent.
+const READ_AHEAD: usize = 2;
+
 /// Stream bytes `start..end` of a published object, keeping it pinned. The
-/// next chunk is read (on the blocking pool) while the last one is sent.
+/// next chunks are read (on the blocking pool) while the last one is sent.
 pub fn published(reader: Arc<dyn ObjectReader>, start: u64, end: u64, pin: PinGuard) -> ByteStream {
-    let read = move |reader: &Arc<dyn ObjectReader>, pos: u64| {
-        (pos < end).then(|| reader.read_at(pos, (end - pos).min(CHUNK as u64) as usize))
+    struct Reading {
+        reader: Arc<dyn ObjectReader>,
+        /// Reads under way, in order, each with the length it must return.
+        ahead: VecDeque<(usize, BoxFuture<'static, std::io::Result<Bytes>>)>,
+        next: u64,
+        end: u64,
+        _pin: PinGuard,
+    }
+    impl Reading {
+        fn fill(&mut self) {
+            while self.ahead.len() < READ_AHEAD && self.next < self.end {
+                let n = (self.end - self.next).min(CHUNK as u64) as usize;
+                self.ahead.push_back((n, self.reader.read_at(self.next, n)));
+                self.next += n as u64;
+            }
+        }
+    }
+    let mut reading = Reading {
+        reader,
+        ahead: VecDeque::new(),
+        next: start,
+        end,
+        _pin: pin,
     };
-    let first = read(&reader, start);
-    Box::pin(futures_util::stream::unfold(
-        (reader, start, pin, first),
-        move |(reader, pos, pin, reading)| async move {
-            let item: Result<Bytes, BoxError> = match reading?.await {
-                Ok(b) if b.is_empty() => Err(Box::new(StreamError::Truncated)),
-                Ok(b) => {
-                    let next = pos + b.len() as u64;
-                    let ahead = read(&reader, next);
-                    return Some((Ok(b), (reader, next, pin, ahead)));
-                }
-                Err(e) => Err(Box::new(e)),
-            };
-            Some((item, (reader, end, pin, None)))
-        },
-    ))
+    reading.fill();
+    Box::pin(futures_util::stream::unfold(reading, |mut r| async move {
+        let (want, read) = r.ahead.pop_front()?;
+        let item: Result<Bytes, BoxError> = match read.await {
+            // Every read but at the end is whole: a short one means the
+            // file is shorter than the object it should hold.
+            Ok(b) if b.len() == want => {
+                r.fill();
+                return Some((Ok(b), r));
+            }
+            Ok(_) => Err(Box::new(StreamError::Truncated)),
+            Err(e) => Err(Box::new(e)),
+        };
+        r.ahead.clear();
+        r.next = r.end;
+        Some((item, r))
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::BoxFuture;
     use futures_util::StreamExt;
 
     /// An in-memory object that can grow.
@@ -500,6 +524,26 @@ mod tests {
         assert_eq!(s.next().await.unwrap().unwrap().as_ref(), b"ab");
         drop(producer);
         assert!(s.next().await.unwrap().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_published_object_shorter_than_recorded_fails_the_stream() {
+        // Three chunks' worth recorded, two and a bit on disk.
+        let on_disk = 2 * CHUNK + 10;
+        let obj: Arc<dyn ObjectReader> = Arc::new(Growing(Mutex::new(vec![1u8; on_disk])));
+        let (pin, _dir) = pin_guard();
+        let mut s = published(obj, 0, 3 * CHUNK as u64, pin);
+        let mut sent = 0;
+        let failed = loop {
+            match s.next().await {
+                Some(Ok(b)) => sent += b.len(),
+                Some(Err(_)) => break true,
+                None => break false,
+            }
+        };
+        assert!(failed, "a short object ended like a complete one");
+        assert!(sent < on_disk, "sent {sent} bytes");
+        assert!(s.next().await.is_none());
     }
 
     #[tokio::test(flavor = "multi_thread")]

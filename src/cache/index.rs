@@ -297,7 +297,12 @@ impl Index {
 
     /// Look up an object without pinning it (records the access).
     pub fn get(&self, digest: &Digest) -> Option<ObjectInfo> {
-        self.pin(digest).map(|(info, _guard)| info)
+        let mut mem = self.mem();
+        let stamp = mem.stamp();
+        let e = mem.objects.get_mut(digest)?;
+        e.last_access = stamp;
+        e.dirty = true;
+        Some(e.info.clone())
     }
 
     /// Record a published object and return it pinned. Durable before visible.

@@ -51,7 +51,7 @@ impl Buffers {
         max: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Result<Bytes, E> {
-        if max < CHUNK / 2 || max > CHUNK {
+        if !(CHUNK / 2..=CHUNK).contains(&max) {
             let mut buf = vec![0u8; max];
             let n = fill(&mut buf)?;
             buf.truncate(n);

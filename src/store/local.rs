@@ -298,17 +298,22 @@ impl LocalWriter {
 }
 
 /// The writer's loop, on the blocking pool: write each batch of queued
-/// chunks with one vectored write, report progress, hash, free the room.
+/// chunks with one vectored write, report progress, and pass the chunks to
+/// a hasher of its own, so that writing and hashing overlap. Returns the
+/// hasher once the queue closes and every chunk is hashed.
 fn write_queued(
     file: &File,
     path: &Path,
-    mut hasher: Hasher,
+    hasher: Hasher,
     mut rx: mpsc::UnboundedReceiver<Queued>,
     progress: watch::Sender<u64>,
 ) -> Result<Hasher, StoreError> {
+    let (to_hash, hash_rx) = std::sync::mpsc::channel::<Vec<Queued>>();
+    let hashing =
+        tokio::runtime::Handle::current().spawn_blocking(move || hash_queued(hasher, hash_rx));
     let mut written = 0u64;
-    let mut batch: Vec<Queued> = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = rx.blocking_recv() {
+        let mut batch: Vec<Queued> = Vec::with_capacity(WRITE_BATCH);
         batch.push(first);
         while batch.len() < WRITE_BATCH {
             match rx.try_recv() {
@@ -321,11 +326,24 @@ fn write_queued(
         written += batch.iter().map(|(b, _)| b.len() as u64).sum::<u64>();
         // Readable now; hashing follows while readers go on.
         progress.send_replace(written);
-        for (chunk, _room) in batch.drain(..) {
+        if to_hash.send(batch).is_err() {
+            break;
+        }
+    }
+    drop(to_hash);
+    tokio::runtime::Handle::current()
+        .block_on(hashing)
+        .map_err(StoreError::Task)
+}
+
+/// The hasher's loop: hash batches in order, then free their queue room.
+fn hash_queued(mut hasher: Hasher, rx: std::sync::mpsc::Receiver<Vec<Queued>>) -> Hasher {
+    for batch in rx {
+        for (chunk, _room) in batch {
             hasher.update(&chunk);
         }
     }
-    Ok(hasher)
+    hasher
 }
 
 /// `write_all` for vectored writes (std's is unstable). The file's own
