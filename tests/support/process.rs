@@ -91,6 +91,11 @@ impl Watched {
         }
     }
 
+    /// The process id (0 once killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Every captured line so far.
     pub fn output(&self) -> String {
         self.log.0.lock().unwrap().lines.join("\n")

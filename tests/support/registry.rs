@@ -148,6 +148,11 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port

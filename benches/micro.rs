@@ -1,0 +1,320 @@
+//! Micro-benchmarks of the hot paths (`cargo bench --bench micro`).
+//!
+//! Each group carries its own anchor, measured in the same run, so results
+//! read as ratios: the hashing tee against SHA-256 alone and a plain file
+//! write alone; an index lookup against a bare `HashMap` lookup; parsing and
+//! routing against `http::Uri` parsing of the same request line. The
+//! signature groups time the first (uncached) verification of a real cosign
+//! signature from the shared fixture corpus (`../shared/fixtures`, or
+//! `$PORTCULLIS_FIXTURES`), keyed and keyless, and the gate's answer once a
+//! verdict is cached. No network is used: the gate's upstream is a closed
+//! port on 127.0.0.1.
+
+#[allow(dead_code)]
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use http::{Method, Uri};
+
+use portcullis::cache::Cache;
+use portcullis::cache::index::Index;
+use portcullis::cache::manifests::Manifest;
+use portcullis::config::Config;
+use portcullis::digest::{Algorithm, Digest, Hasher};
+use portcullis::gate::verify;
+use portcullis::gate::{Gate, Outcome};
+use portcullis::metrics::Metrics;
+use portcullis::policy::Policy;
+use portcullis::reference::Reference;
+use portcullis::router::Router;
+use portcullis::store::ObjectStore;
+use portcullis::store::local::LocalStore;
+use portcullis::upstream::Upstreams;
+
+const DIGEST: &str = "sha256:31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A configuration with one default upstream on a closed local port.
+fn config(dir: &Path, extra: &str) -> Config {
+    Config::parse(
+        &format!(
+            "data_dir = \"{}\"\n{extra}\n[[upstream]]\nname = \"docker.io\"\nurl = \"http://127.0.0.1:1\"\ndefault = true\n",
+            dir.join("data").display()
+        ),
+        "bench",
+        dir,
+    )
+    .unwrap()
+}
+
+fn parsing_and_routing(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::new(&config(dir.path(), "").upstreams);
+    let manifest = format!("/v2/library/alpine/manifests/{DIGEST}?ns=docker.io");
+    let blob = format!("/v2/docker.io/library/alpine/blobs/{DIGEST}");
+    let mut g = c.benchmark_group("parse and route");
+    g.bench_function("anchor: http::Uri parse of the manifest path", |b| {
+        b.iter(|| black_box(manifest.parse::<Uri>().unwrap()))
+    });
+    g.bench_function("digest parse", |b| {
+        b.iter(|| black_box(DIGEST.parse::<Digest>().unwrap()))
+    });
+    g.bench_function("reference parse (tag)", |b| {
+        b.iter(|| black_box("v1.2.3-rc1".parse::<Reference>().unwrap()))
+    });
+    for (name, path) in [
+        ("route manifest by digest, ?ns=", &manifest),
+        ("route blob, registry prefix", &blob),
+    ] {
+        let uri: Uri = path.parse().unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(router.route(&Method::GET, &uri).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn digests(n: usize) -> Vec<Digest> {
+    (0..n)
+        .map(|i| Digest::of(Algorithm::Sha256, &i.to_le_bytes()))
+        .collect()
+}
+
+fn index(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir.path().join("index.redb")).unwrap();
+    let known = digests(10_000);
+    rt.block_on(async {
+        for d in &known {
+            drop(idx.insert(d, 1024, None).await.unwrap());
+        }
+    });
+    let map: HashMap<Digest, u64> = known.iter().map(|d| (d.clone(), 1024)).collect();
+    let mut g = c.benchmark_group("index (10k objects)");
+    g.bench_function("anchor: HashMap lookup", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % known.len();
+            black_box(map.get(&known[i]))
+        })
+    });
+    g.bench_function("lookup (hit)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % known.len();
+            black_box(idx.get(&known[i]))
+        })
+    });
+    let absent = Digest::of(Algorithm::Sha256, b"absent");
+    g.bench_function("lookup (miss)", |b| b.iter(|| black_box(idx.get(&absent))));
+    let mut fresh = digests(2_000_000).into_iter().skip(10_000);
+    g.bench_function("insert (durable redb commit)", |b| {
+        b.iter(|| {
+            let d = fresh.next().expect("enough digests for the run");
+            rt.block_on(async { drop(idx.insert(&d, 1024, None).await.unwrap()) })
+        })
+    });
+    let verdicts: Vec<(String, Duration, Vec<u8>)> = (0..10_000)
+        .map(|i| {
+            (
+                format!("fp docker.io/library/app{i} {DIGEST}"),
+                Duration::from_secs(3600),
+                b"{}".to_vec(),
+            )
+        })
+        .collect();
+    let keys: Vec<String> = verdicts.iter().map(|v| v.0.clone()).collect();
+    rt.block_on(idx.put_verdicts(verdicts)).unwrap();
+    g.bench_function("verdict lookup (10k verdicts)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(idx.verdict(&keys[i]))
+        })
+    });
+    g.finish();
+}
+
+/// The hashing tee: bytes through the store's verified writer (hash + file
+/// write on its own thread), against its two halves alone.
+fn hashing_tee(c: &mut Criterion) {
+    const SIZE: usize = 64 << 20;
+    const PIECE: usize = 256 << 10;
+    let rt = runtime();
+    let data: Vec<Bytes> = (0..SIZE / PIECE)
+        .map(|p| {
+            Bytes::from(
+                (0..PIECE)
+                    .map(|i| ((p * 31 + i * 7) % 251) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+        })
+        .collect();
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    for piece in &data {
+        hasher.update(piece);
+    }
+    let digest = hasher.finish();
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let mut g = c.benchmark_group("hashing tee (64 MiB in 256 KiB pieces)");
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    g.sample_size(20);
+    g.bench_function("anchor: sha256 alone", |b| {
+        b.iter(|| {
+            let mut h = Hasher::new(Algorithm::Sha256);
+            for piece in &data {
+                h.update(piece);
+            }
+            black_box(h.finish())
+        })
+    });
+    g.bench_function("anchor: file write alone", |b| {
+        use std::io::Write;
+        b.iter_batched(
+            || tempfile::tempfile_in(dir.path()).unwrap(),
+            |mut f| {
+                for piece in &data {
+                    f.write_all(piece).unwrap();
+                }
+                f
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("verified writer: write + hash + verify", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut w = store.create(&digest, Some(SIZE as u64)).await.unwrap();
+                for piece in &data {
+                    w.append(piece.clone()).await.unwrap();
+                }
+                // Verified, not published: the temp file is dropped.
+                black_box(w.finish().await.unwrap())
+            })
+        })
+    });
+    g.finish();
+}
+
+/// The gate's answer for a manifest whose verdict is cached: rule lookup,
+/// verdict lookup and decoding, the decision (without a log subscriber).
+fn gate_cached(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let key = fixtures::fixture(&format!("{}/cosign.pub", fixtures::VALID));
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy_path,
+        format!(
+            "[keys.k]\npublic_key = \"{}\"\n[[rule]]\nname = \"signed\"\nimages = [\"docker.io/**\"]\nmode = \"enforce\"\nsigners = [{{ key = \"k\" }}]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config(dir.path(), "");
+    let metrics = Metrics::new();
+    let (gate, target, manifest) = rt.block_on(async {
+        let upstreams = Upstreams::new(&cfg.upstreams, &metrics).unwrap();
+        let cache = Cache::open(&cfg, upstreams, metrics.clone()).await.unwrap();
+        let router = Arc::new(Router::new(&cfg.upstreams));
+        let policy = Policy::load(&policy_path, &cfg.upstreams).unwrap();
+        let gate = Gate::new(policy, policy_path.clone(), cfg.upstreams.clone(), cache, router.clone(), metrics.clone());
+        let uri: Uri = "/v2/library/app/manifests/v1".parse().unwrap();
+        let target = router.route(&Method::GET, &uri).unwrap().target.unwrap();
+        let bytes = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee","size":2}]}"#);
+        let manifest = Manifest {
+            digest: Digest::of(Algorithm::Sha256, &bytes),
+            media_type: Arc::from("application/vnd.oci.image.manifest.v1+json"),
+            bytes,
+        };
+        // The first check cannot reach the (closed) upstream for signatures:
+        // it is refused, and that verdict is cached for failure_ttl.
+        let first = gate.check(&target, &Reference::Tag("v1".parse().unwrap()), &manifest).await;
+        assert_eq!(first.outcome, Outcome::Denied, "{}", first.message());
+        (gate, target, manifest)
+    });
+    let reference = Reference::Tag("v1".parse().unwrap());
+    let mut g = c.benchmark_group("policy gate");
+    g.bench_function("check with a cached verdict", |b| {
+        b.iter(|| {
+            let d = rt.block_on(gate.check(&target, &reference, &manifest));
+            assert_eq!(d.outcome, Outcome::Denied);
+            black_box(d)
+        })
+    });
+    g.finish();
+}
+
+/// The first verification of one real cosign signature: what a cold verdict costs.
+fn first_verification(c: &mut Criterion) {
+    use fixtures::*;
+    let keyed = PolicyText::new()
+        .key("cosign", &format!("{VALID}/cosign.pub"))
+        .rule(1, &[r#"{ key = "cosign" }"#])
+        .load();
+    let keyed_digest = manifest_digest(&format!("{VALID}/manifest.json"));
+    let keyed_found = discover(dir_signatures(VALID));
+    let keyless_policy = PolicyText::new()
+        .root("pg", PUBLIC_GOOD)
+        .rule(1, &[&keyless("pg", GITHUB_OAUTH, PHILIPP)])
+        .load();
+    let keyless_digest = digest(KEYLESS_DIGEST);
+    let keyless_found = keyless_evidence();
+    // Both verify: the bench times success, not an early rejection.
+    assert_verified(&gate(keyed.rule(), &keyed_digest, &keyed_found));
+    assert_verified(&gate(
+        keyless_policy.rule(),
+        &keyless_digest,
+        &keyless_found,
+    ));
+    let mut g = c.benchmark_group("first verification");
+    g.bench_function("keyed cosign signature (ECDSA P-256)", |b| {
+        b.iter(|| {
+            black_box(verify::check(
+                &keyed_found.evidence[0],
+                &keyed_digest,
+                &keyed.rule().signers,
+            ))
+        })
+    });
+    g.bench_function(
+        "keyless cosign signature (Fulcio chain, SCT, Rekor SET)",
+        |b| {
+            b.iter(|| {
+                black_box(verify::check(
+                    &keyless_found.evidence[0],
+                    &keyless_digest,
+                    &keyless_policy.rule().signers,
+                ))
+            })
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    parsing_and_routing,
+    index,
+    hashing_tee,
+    gate_cached,
+    first_verification
+);
+criterion_main!(benches);
