@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 /// Size of a pooled buffer: the chunk a blob is served in.
 pub const CHUNK: usize = 256 * 1024;
-/// Buffers kept for reuse, at most (4 MiB each way of idle memory per 8).
+/// Buffers kept for reuse, at most: 16 MiB of idle memory.
 const KEEP: usize = 64;
 
 /// The pool; cheap to clone.
