@@ -3,11 +3,12 @@
 //! request follows.
 //!
 //! Owns the fill: the download runs in its own task (a client hanging up
-//! does not stop it), hands each chunk of the upstream body to followers at
-//! once and queues it for the store's verified writer, which writes and
-//! hashes on its own thread; on success it publishes and indexes the object. A wrong digest or length fails the fill
-//! for every follower and leaves nothing in the cache; the next request starts
-//! afresh. This module must not build HTTP responses.
+//! does not stop it), queues each chunk of the upstream body for the store's
+//! verified writer (which writes and hashes on threads of its own) and hands
+//! it to followers at once; on success it publishes and indexes the object.
+//! A wrong digest or length fails the fill for every follower and leaves
+//! nothing in the cache; the next request starts afresh. This module must
+//! not build HTTP responses.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use super::{Cache, CacheError};
 use crate::digest::Digest;
 use crate::metrics::CacheResult;
 use crate::router::Target;
-use crate::store::{ObjectReader, StoreError};
+use crate::store::ObjectReader;
 use crate::upstream::UpstreamError;
 
 enum Source {
@@ -210,7 +211,6 @@ impl Cache {
         let written = writer.written();
         producer.streaming(reader.clone(), download.length);
         let mut body = download.body;
-        let mut received = 0u64;
         loop {
             let frame = tokio::time::timeout(timeout, body.frame())
                 .await
@@ -233,23 +233,13 @@ impl Cache {
             if data.is_empty() {
                 continue;
             }
-            received += data.len() as u64;
-            if let Some(expected) = download.length
-                && received > expected
-            {
-                return Err(StoreError::LengthMismatch {
-                    expected,
-                    actual: received,
-                }
-                .into());
-            }
             self.0.metrics.upstream_bytes(&name, data.len() as u64);
-            // Followers get the bytes now (all but the last byte of the
-            // blob, until it verifies); the store writes and hashes them
-            // meanwhile, on its own thread.
-            let on_disk = *written.borrow();
-            producer.received(data.clone(), on_disk);
-            writer.append(data).await?;
+            // The verified writer refuses bytes beyond the announced length
+            // and queues the rest for writing and hashing on its own
+            // threads; followers get the bytes at once (all but the last
+            // byte of the blob, until it verifies).
+            writer.append(data.clone()).await?;
+            producer.received(data, *written.borrow());
         }
         let pending = writer.finish().await?;
         let size = pending.size();

@@ -1,10 +1,11 @@
 //! A blob fill in progress, and the byte streams clients read.
 //!
 //! Owns the state a fill publishes to its followers (connecting, streaming
-//! with the count of bytes written, verified, done, failed) and the two streams a
-//! response body can be: [`published`] for an object already in the store,
-//! [`Fill::stream`] for one still arriving. A follower reads the growing file
-//! as bytes land, Range requests included, but always holds back the last byte
+//! with the count of bytes received, verified, done, failed) and the two
+//! streams a response body can be: [`published`] for an object already in
+//! the store, [`Fill::stream`] for one still arriving. A follower reads the
+//! recent bytes from the fill's memory window and older ones from the
+//! growing file, Range requests included, but always holds back the last byte
 //! of its response until the whole blob has been verified against its digest:
 //! if verification fails, no client ever completes a response with unverified
 //! bytes. This module must not talk to upstreams or the index.

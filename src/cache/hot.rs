@@ -106,11 +106,6 @@ impl HotManifests {
             }
         }
     }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.lru().bytes
-    }
 }
 
 #[cfg(test)]
@@ -137,11 +132,11 @@ mod tests {
             let (d, bytes) = item(n, 100);
             hot.insert(&d, bytes, t.clone());
         }
-        assert_eq!(hot.bytes(), 800);
+        assert_eq!(hot.lru().bytes, 800);
         assert!(hot.get(&b.0).is_none(), "the least recently used stayed");
         assert!(hot.get(&a.0).is_some(), "a recently used one went");
         hot.insert(&c.0, c.1.clone(), t.clone());
-        assert!(hot.bytes() <= 800);
+        assert!(hot.lru().bytes <= 800);
         hot.remove(std::slice::from_ref(&c.0));
         assert!(hot.get(&c.0).is_none());
     }
@@ -160,7 +155,7 @@ mod tests {
         let (d, bytes) = item(2, 1);
         off.insert(&d, bytes, t);
         assert!(off.get(&d).is_none());
-        assert_eq!(off.bytes(), 0);
+        assert_eq!(off.lru().bytes, 0);
     }
 
     #[test]
@@ -170,6 +165,6 @@ mod tests {
         let (d, bytes) = item(1, 100);
         hot.insert(&d, bytes.clone(), t.clone());
         hot.insert(&d, bytes, t);
-        assert_eq!(hot.bytes(), 100);
+        assert_eq!(hot.lru().bytes, 100);
     }
 }

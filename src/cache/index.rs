@@ -119,6 +119,15 @@ impl Mem {
         self.clock = unix_ms(SystemTime::now()).max(self.clock + 1);
         self.clock
     }
+
+    /// An object's entry, its access recorded now.
+    fn touch(&mut self, digest: &Digest) -> Option<&mut Entry> {
+        let stamp = self.stamp();
+        let e = self.objects.get_mut(digest)?;
+        e.last_access = stamp;
+        e.dirty = true;
+        Some(e)
+    }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -281,11 +290,8 @@ impl Index {
     /// Look up and pin an object, recording the access.
     pub fn pin(&self, digest: &Digest) -> Option<(ObjectInfo, PinGuard)> {
         let mut mem = self.mem();
-        let stamp = mem.stamp();
-        let e = mem.objects.get_mut(digest)?;
+        let e = mem.touch(digest)?;
         e.pins += 1;
-        e.last_access = stamp;
-        e.dirty = true;
         Some((
             e.info.clone(),
             PinGuard {
@@ -297,12 +303,7 @@ impl Index {
 
     /// Look up an object without pinning it (records the access).
     pub fn get(&self, digest: &Digest) -> Option<ObjectInfo> {
-        let mut mem = self.mem();
-        let stamp = mem.stamp();
-        let e = mem.objects.get_mut(digest)?;
-        e.last_access = stamp;
-        e.dirty = true;
-        Some(e.info.clone())
+        self.mem().touch(digest).map(|e| e.info.clone())
     }
 
     /// Record a published object and return it pinned. Durable before visible.
