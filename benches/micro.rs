@@ -29,8 +29,8 @@ use portcullis::cache::index::Index;
 use portcullis::cache::manifests::Manifest;
 use portcullis::config::Config;
 use portcullis::digest::{Algorithm, Digest, Hasher};
-use portcullis::gate::verify;
-use portcullis::gate::{Gate, Outcome};
+
+use portcullis::gate::{Gate, GateParts, Outcome};
 use portcullis::metrics::Metrics;
 use portcullis::policy::Policy;
 use portcullis::reference::Reference;
@@ -235,15 +235,20 @@ fn gate_cached(c: &mut Criterion) {
         let cache = Cache::open(&cfg, upstreams, metrics.clone()).await.unwrap();
         let router = Arc::new(Router::new(&cfg.upstreams));
         let policy = Policy::load(&policy_path, &cfg.upstreams).unwrap();
-        let gate = Gate::new(policy, policy_path.clone(), cfg.upstreams.clone(), cache, router.clone(), metrics.clone());
+        let gate = Gate::new(GateParts {
+            policy,
+            policy_path: policy_path.clone(),
+            upstreams: cfg.upstreams.clone(),
+            source: Arc::new(cache.clone()),
+            verdicts: Arc::new(cache),
+            router: router.clone(),
+            metrics: metrics.clone(),
+            clock: portcullis::clock::Clock::system(),
+        });
         let uri: Uri = "/v2/library/app/manifests/v1".parse().unwrap();
         let target = router.route(&Method::GET, &uri).unwrap().target.unwrap();
         let bytes = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee","size":2}]}"#);
-        let manifest = Manifest {
-            digest: Digest::of(Algorithm::Sha256, &bytes),
-            media_type: Arc::from("application/vnd.oci.image.manifest.v1+json"),
-            bytes,
-        };
+        let manifest = Manifest::check(&Digest::of(Algorithm::Sha256, &bytes), bytes, None).unwrap();
         // The first check cannot reach the (closed) upstream for signatures:
         // it is refused, and that verdict is cached for failure_ttl.
         let first = gate.check(&target, &Reference::Tag("v1".parse().unwrap()), &manifest).await;
@@ -270,41 +275,23 @@ fn first_verification(c: &mut Criterion) {
         .rule(1, &[r#"{ key = "cosign" }"#])
         .load();
     let keyed_digest = manifest_digest(&format!("{VALID}/manifest.json"));
-    let keyed_found = discover(dir_signatures(VALID));
+    let keyed_found = sig_tag(dir_signatures(VALID)).source(&keyed_digest);
     let keyless_policy = PolicyText::new()
         .root("pg", PUBLIC_GOOD)
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, PHILIPP)])
         .load();
     let keyless_digest = digest(KEYLESS_DIGEST);
-    let keyless_found = keyless_evidence();
+    let keyless_found = keyless_evidence().source(&keyless_digest);
     // Both verify: the bench times success, not an early rejection.
-    assert_verified(&gate(keyed.rule(), &keyed_digest, &keyed_found));
-    assert_verified(&gate(
-        keyless_policy.rule(),
-        &keyless_digest,
-        &keyless_found,
-    ));
+    assert_verified(&verify_in(&keyed, &keyed_digest, &keyed_found));
+    assert_verified(&verify_in(&keyless_policy, &keyless_digest, &keyless_found));
     let mut g = c.benchmark_group("first verification");
     g.bench_function("keyed cosign signature (ECDSA P-256)", |b| {
-        b.iter(|| {
-            black_box(verify::check(
-                &keyed_found.evidence[0],
-                &keyed_digest,
-                &keyed.rule().signers,
-            ))
-        })
+        b.iter(|| black_box(verify_in(&keyed, &keyed_digest, &keyed_found)))
     });
     g.bench_function(
         "keyless cosign signature (Fulcio chain, SCT, Rekor SET)",
-        |b| {
-            b.iter(|| {
-                black_box(verify::check(
-                    &keyless_found.evidence[0],
-                    &keyless_digest,
-                    &keyless_policy.rule().signers,
-                ))
-            })
-        },
+        |b| b.iter(|| black_box(verify_in(&keyless_policy, &keyless_digest, &keyless_found))),
     );
     g.finish();
 }

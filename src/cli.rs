@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
 use crate::error::chain;
-use crate::gate::{Decision, Gate};
+use crate::gate::{Decision, Gate, GateParts};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 use crate::reference::Reference;
@@ -237,14 +237,17 @@ async fn verify(config: &Config, image: &str) -> Result<Decision, VerifyError> {
             .manifest(&target, &reference)
             .await
             .map_err(VerifyError::Fetch)?;
-        let gate = Gate::new(
+        let _ = tokio::task::spawn_blocking(crate::gate::build_id).await;
+        let gate = Gate::new(GateParts {
             policy,
-            path.to_owned(),
-            config.upstreams.clone(),
-            cache,
-            router.clone(),
+            policy_path: path.to_owned(),
+            upstreams: config.upstreams.clone(),
+            source: Arc::new(cache.clone()),
+            verdicts: Arc::new(cache),
+            router: router.clone(),
             metrics,
-        );
+            clock: crate::clock::Clock::system(),
+        });
         Ok(gate.check(&target, &reference, &manifest).await)
     }
     .await;

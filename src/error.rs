@@ -16,6 +16,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::api::ApiError;
 use crate::cache::CacheError;
+use crate::manifest::ManifestError;
 use crate::router::{Endpoint, RouteError};
 use crate::upstream::UpstreamError;
 
@@ -140,8 +141,10 @@ fn cache_status(
         CacheError::ManifestUnknown => (StatusCode::NOT_FOUND, Code::ManifestUnknown),
         CacheError::BlobUnknown => (StatusCode::NOT_FOUND, Code::BlobUnknown),
         CacheError::Offline => (StatusCode::NOT_FOUND, unknown),
-        CacheError::ManifestDigest { .. } => (StatusCode::BAD_GATEWAY, Code::DigestInvalid),
-        CacheError::ManifestType(_) | CacheError::BadReferrers => {
+        CacheError::ManifestInvalid(ManifestError::Digest { .. }) => {
+            (StatusCode::BAD_GATEWAY, Code::DigestInvalid)
+        }
+        CacheError::ManifestInvalid(_) | CacheError::BadReferrers => {
             (StatusCode::BAD_GATEWAY, Code::ManifestInvalid)
         }
         CacheError::NoLength => (StatusCode::BAD_GATEWAY, unknown),
@@ -243,10 +246,10 @@ mod tests {
     #[test]
     fn integrity_failures_are_bad_gateway() {
         let d = Digest::of(Algorithm::Sha256, b"a");
-        let e = ApiError::Cache(CacheError::ManifestDigest {
+        let e = ApiError::Cache(CacheError::ManifestInvalid(ManifestError::Digest {
             expected: d.clone(),
             actual: d,
-        });
+        }));
         let r = render(&e, Some(&manifest_endpoint()));
         assert_eq!(
             (r.status, r.code),

@@ -7,16 +7,19 @@
 //! API) → [`gate`] (policy) → [`cache`] (verified local content, filled by a
 //! proxy decorator) → [`upstream`] (registries, auth). Beside it:
 //! [`store`] (content-addressed bytes), [`config`], [`reference`] and
-//! [`digest`] (grammar), [`media`], [`metrics`], [`telemetry`], and
+//! [`digest`] (grammar), [`manifest`] (the one parsed model of manifests),
+//! [`media`], [`clock`], [`metrics`], [`telemetry`], and
 //! [`error`], the one place errors become responses.
 
 pub mod api;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gate;
+pub mod manifest;
 pub mod media;
 pub mod metrics;
 pub mod policy;

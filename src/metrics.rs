@@ -69,6 +69,13 @@ struct Inner {
     evictions: Counter,
     evicted_bytes: Counter,
     decisions: Family<DecisionLabels, Counter>,
+    corrupt_objects: Counter,
+    scrubbed_bytes: Counter,
+    index_writable: Gauge,
+    connections: Gauge,
+    connections_refused: Counter,
+    fills_waiting: Gauge,
+    fills_refused: Counter,
 }
 
 /// Handle to the process's metrics; cheap to clone.
@@ -196,6 +203,48 @@ impl Metrics {
             "Policy gate decisions by rule (\"-\" for the default) and outcome",
             decisions.clone(),
         );
+        let corrupt_objects = Counter::default();
+        registry.register(
+            "cache_corrupt_objects",
+            "Cached objects found not to match their digest (on read, by the scrub or fsck) and removed",
+            corrupt_objects.clone(),
+        );
+        let scrubbed_bytes = Counter::default();
+        registry.register(
+            "cache_scrubbed_bytes",
+            "Bytes of cached objects re-hashed by the background scrub",
+            scrubbed_bytes.clone(),
+        );
+        let index_writable = Gauge::default();
+        registry.register(
+            "index_writable",
+            "1 while the cache index accepts writes, 0 while it fails (readyz is 503 then)",
+            index_writable.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Client connections open on the main listener",
+            connections.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept because max_connections was reached",
+            connections_refused.clone(),
+        );
+        let fills_waiting = Gauge::default();
+        registry.register(
+            "fills_waiting",
+            "Blob downloads waiting for a slot (cache.max_fills)",
+            fills_waiting.clone(),
+        );
+        let fills_refused = Counter::default();
+        registry.register(
+            "fills_refused",
+            "Blob requests answered 503 because every fill slot and queue place was taken",
+            fills_refused.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -211,6 +260,13 @@ impl Metrics {
             evictions,
             evicted_bytes,
             decisions,
+            corrupt_objects,
+            scrubbed_bytes,
+            index_writable,
+            connections,
+            connections_refused,
+            fills_waiting,
+            fills_refused,
         }))
     }
 
@@ -320,9 +376,48 @@ impl Metrics {
         self.0.evictions.inc_by(objects);
         self.0.evicted_bytes.inc_by(bytes);
     }
+
+    pub fn corrupt_objects(&self, n: u64) {
+        self.0.corrupt_objects.inc_by(n);
+    }
+
+    pub fn scrubbed(&self, bytes: u64) {
+        self.0.scrubbed_bytes.inc_by(bytes);
+    }
+
+    pub fn index_writable(&self, writable: bool) {
+        self.0.index_writable.set(i64::from(writable));
+    }
+
+    /// A connection opened; the guard counts it until dropped.
+    pub fn connection(&self) -> ConnectionGauge {
+        self.0.connections.inc();
+        ConnectionGauge(self.clone())
+    }
+
+    pub fn connection_refused(&self) {
+        self.0.connections_refused.inc();
+    }
+
+    pub fn fills_waiting(&self, delta: i64) {
+        self.0.fills_waiting.inc_by(delta);
+    }
+
+    pub fn fill_refused(&self) {
+        self.0.fills_refused.inc();
+    }
 }
 
 /// Decrements `portcullis_fills_in_flight` on drop.
+/// Counts an open connection until dropped.
+pub struct ConnectionGauge(Metrics);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.0.connections.dec();
+    }
+}
+
 pub struct FillGauge(Metrics);
 
 impl Drop for FillGauge {

@@ -23,7 +23,7 @@ fn cosign_v3_bundle_verifies_for_the_release_workflow_identity() {
         .root("pg", PUBLIC_GOOD)
         .rule(1, &[&keyless("pg", ACTIONS, KUBEWARDEN_WORKFLOW)])
         .load();
-    let v = gate(p.rule(), &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
+    let v = gate(&p, &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
     assert_verified(&v);
     assert!(v.signers[0].contains(KUBEWARDEN_WORKFLOW), "{v:?}");
 }
@@ -48,7 +48,7 @@ fn cosign_v3_bundle_workflow_claims_must_match() {
             .root("pg", PUBLIC_GOOD)
             .rule(1, &[&keyless_with("pg", &format!("{base}, {claims}"))])
             .load();
-        let v = gate(p.rule(), &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
+        let v = gate(&p, &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
         assert_eq!(v.verified, pass, "{claims}: {v:?}");
         if !pass {
             assert!(v.reason.contains("does not match"), "{claims}: {v:?}");
@@ -69,14 +69,14 @@ fn cosign_v3_bundle_is_refused_for_a_wrong_identity() {
             )],
         )
         .load();
-    let v = gate(p.rule(), &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
+    let v = gate(&p, &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
     assert_refused(&v, "does not match");
 
     let p = PolicyText::new()
         .root("pg", PUBLIC_GOOD)
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, KUBEWARDEN_WORKFLOW)])
         .load();
-    let v = gate(p.rule(), &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
+    let v = gate(&p, &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
     assert_refused(&v, "does not match");
 }
 
@@ -88,7 +88,7 @@ fn cosign_v3_bundle_is_refused_for_another_digest() {
         .rule(1, &[&keyless("pg", ACTIONS, KUBEWARDEN_WORKFLOW)])
         .load();
     let zero = digest(&format!("sha256:{}", "0".repeat(64)));
-    let v = gate(p.rule(), &zero, &kubewarden_bundle());
+    let v = gate(&p, &zero, &kubewarden_bundle());
     assert!(!v.verified, "{v:?}");
     assert_eq!(v.distinct, 0);
 }
@@ -101,7 +101,7 @@ fn cosign_v3_bundle_needs_a_root_that_lists_its_timestamp_authority() {
         .root("old", PUBLIC_GOOD_NO_TSA)
         .rule(1, &[&keyless("old", ACTIONS, KUBEWARDEN_WORKFLOW)])
         .load();
-    let v = gate(p.rule(), &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
+    let v = gate(&p, &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
     assert_refused(&v, "root old");
 }
 
@@ -123,7 +123,7 @@ fn cosign_attestation_bundle_is_rejected_as_an_attestation() {
         .load();
     let subject = digest("sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4");
     let v = gate(
-        p.rule(),
+        &p,
         &subject,
         &bundle(&format!("{case}/oci-attestation.sigstore.json")),
     );

@@ -40,7 +40,7 @@ fn keyless_subject_regex_matching_only_a_prefix_does_not_match() {
                 )],
             )
             .load();
-        let v = gate(p.rule(), &digest(KEYLESS_DIGEST), &keyless_evidence());
+        let v = gate(&p, &digest(KEYLESS_DIGEST), &keyless_evidence());
         if pass {
             assert!(v.verified, "{subject_regex:?} must match: {v:?}");
         } else {
@@ -80,7 +80,7 @@ fn keyless_issuer_lookalike_does_not_match() {
                 )],
             )
             .load();
-        let v = gate(p.rule(), &digest(KEYLESS_DIGEST), &keyless_evidence());
+        let v = gate(&p, &digest(KEYLESS_DIGEST), &keyless_evidence());
         assert!(!v.verified, "{issuer} must not match {GITHUB_OAUTH}: {v:?}");
         assert!(v.reason.contains("issuer"), "{issuer}: {v:?}");
         assert!(v.reason.contains("does not match"), "{issuer}: {v:?}");
@@ -159,7 +159,7 @@ fn bundle_subject_regex_prefix_and_issuer_lookalike_do_not_match() {
             .root("pg", PUBLIC_GOOD)
             .rule(1, &[&keyless_with("pg", &fields)])
             .load();
-        let v = gate(p.rule(), &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
+        let v = gate(&p, &digest(KUBEWARDEN_DIGEST), &kubewarden_bundle());
         assert_eq!(v.verified, pass, "{fields}: {v:?}");
         if !pass {
             assert!(v.reason.contains("does not match"), "{fields}: {v:?}");

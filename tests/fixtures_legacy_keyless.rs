@@ -17,14 +17,15 @@
 
 mod support;
 
-use portcullis::gate::discover::{Evidence, Found};
+use portcullis::media::SIMPLE_SIGNING;
+use serde_json::json;
 
 use support::fixtures::{
-    ANN_BUNDLE, ANN_CERTIFICATE, ANN_CHAIN, GITHUB_OAUTH, KEYLESS_CASE, KEYLESS_DIGEST, LEGACY,
-    PHILIPP, PUBLIC_GOOD, PUBLIC_GOOD_NO_TSA, PolicyText, VALID, assert_refused, assert_verified,
-    ca, digest, dir_signatures, discover, gate, keyless, keyless_evidence, keyless_with,
-    legacy_keys_root, manifest_digest, public_good_with_rekor_key, read, read_text, sha256,
-    trusted_root, without,
+    ANN_BUNDLE, ANN_CERTIFICATE, ANN_CHAIN, ANN_SIGNATURE, GITHUB_OAUTH, KEYLESS_CASE,
+    KEYLESS_DIGEST, LEGACY, Layer, PHILIPP, PUBLIC_GOOD, PUBLIC_GOOD_NO_TSA, PolicyText, Sigs,
+    VALID, assert_refused, assert_verified, ca, digest, dir_signatures, gate, keyless,
+    keyless_evidence, keyless_with, legacy_keys_root, manifest_digest, public_good_with_rekor_key,
+    read, read_text, sig_tag, trusted_root, without,
 };
 
 /// connaisseur keyless: a May 2024 public-good signature verifies with no
@@ -35,7 +36,7 @@ fn keyless_legacy_signature_from_public_good_verifies_offline() {
         .root("pg", PUBLIC_GOOD)
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, PHILIPP)])
         .load();
-    let v = gate(p.rule(), &digest(KEYLESS_DIGEST), &keyless_evidence());
+    let v = gate(&p, &digest(KEYLESS_DIGEST), &keyless_evidence());
     assert_verified(&v);
     assert_eq!(v.distinct, 1);
     assert!(
@@ -53,7 +54,7 @@ fn keyless_legacy_signature_names_the_served_manifest_bytes() {
         .root("pg", PUBLIC_GOOD)
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, PHILIPP)])
         .load();
-    assert_verified(&gate(p.rule(), &served, &keyless_evidence()));
+    assert_verified(&gate(&p, &served, &keyless_evidence()));
 }
 
 /// The older sigstore-rs production root (no TSA) is enough for a legacy SET.
@@ -63,11 +64,7 @@ fn keyless_legacy_signature_verifies_with_the_sigstore_rs_production_root() {
         .root("pg", PUBLIC_GOOD_NO_TSA)
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, PHILIPP)])
         .load();
-    assert_verified(&gate(
-        p.rule(),
-        &digest(KEYLESS_DIGEST),
-        &keyless_evidence(),
-    ));
+    assert_verified(&gate(&p, &digest(KEYLESS_DIGEST), &keyless_evidence()));
 }
 
 /// connaisseur's negative: issuer Google / subject bob@gmail.com must not match.
@@ -84,7 +81,7 @@ fn keyless_legacy_signature_is_refused_for_another_identity() {
             )],
         )
         .load();
-    let v = gate(p.rule(), &digest(KEYLESS_DIGEST), &keyless_evidence());
+    let v = gate(&p, &digest(KEYLESS_DIGEST), &keyless_evidence());
     assert_refused(&v, "does not match");
     assert!(v.reason.contains("issuer"), "{v:?}");
 }
@@ -96,7 +93,7 @@ fn keyless_legacy_signature_is_refused_for_another_subject_from_the_same_issuer(
         .root("pg", PUBLIC_GOOD)
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, "bob@gmail.com")])
         .load();
-    let v = gate(p.rule(), &digest(KEYLESS_DIGEST), &keyless_evidence());
+    let v = gate(&p, &digest(KEYLESS_DIGEST), &keyless_evidence());
     assert_refused(&v, "does not match");
     assert!(
         v.reason.contains(PHILIPP),
@@ -114,7 +111,7 @@ fn keyless_legacy_signature_is_refused_for_another_image() {
     let other = manifest_digest(&format!(
         "{LEGACY}/containers-image__dir-img-cosign-valid/manifest.json"
     ));
-    let v = gate(p.rule(), &other, &keyless_evidence());
+    let v = gate(&p, &other, &keyless_evidence());
     assert_refused(&v, "signed for another image");
 }
 
@@ -128,7 +125,7 @@ fn keyless_legacy_signature_does_not_satisfy_a_key_signer() {
         )
         .rule(1, &[r#"{ key = "alice" }"#])
         .load();
-    let v = gate(p.rule(), &digest(KEYLESS_DIGEST), &keyless_evidence());
+    let v = gate(&p, &digest(KEYLESS_DIGEST), &keyless_evidence());
     assert_refused(&v, "carries a certificate");
 }
 
@@ -142,7 +139,7 @@ fn keyless_fulcio_rekor_signature_verifies_with_public_good_root() {
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
     let served = manifest_digest(&format!("{case}/manifest.json"));
-    let v = gate(p.rule(), &served, &discover(dir_signatures(&case)));
+    let v = gate(&p, &served, &sig_tag(dir_signatures(&case)));
     assert_verified(&v);
     assert!(v.signers[0].contains("mitr@redhat.com"), "{v:?}");
 }
@@ -157,7 +154,7 @@ fn keyless_fulcio_rekor_signature_verifies_with_legacy_pem_trust_material() {
         .rule(1, &[&keyless("legacy", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
     let served = manifest_digest(&format!("{case}/manifest.json"));
-    assert_verified(&gate(p.rule(), &served, &discover(dir_signatures(&case))));
+    assert_verified(&gate(&p, &served, &sig_tag(dir_signatures(&case))));
 }
 
 /// Upstream negative: email this-does-not-match@example.com.
@@ -176,7 +173,7 @@ fn keyless_fulcio_rekor_signature_is_refused_for_another_email() {
         )
         .load();
     let served = manifest_digest(&format!("{case}/manifest.json"));
-    let v = gate(p.rule(), &served, &discover(dir_signatures(&case)));
+    let v = gate(&p, &served, &sig_tag(dir_signatures(&case)));
     assert_refused(&v, "does not match");
     assert!(v.reason.contains("mitr@redhat.com"), "{v:?}");
 }
@@ -196,7 +193,7 @@ fn keyless_fulcio_rekor_signature_is_refused_when_the_root_has_another_rekor_key
         .rule(1, &[&keyless("forged", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
     let served = manifest_digest(&format!("{case}/manifest.json"));
-    let v = gate(p.rule(), &served, &discover(dir_signatures(&case)));
+    let v = gate(&p, &served, &sig_tag(dir_signatures(&case)));
     assert_refused(&v, "root forged");
 }
 
@@ -210,8 +207,8 @@ fn keyless_signature_without_its_rekor_set_is_refused() {
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
     let served = manifest_digest(&format!("{case}/manifest.json"));
-    let found = without(discover(dir_signatures(&case)), ANN_BUNDLE);
-    let v = gate(p.rule(), &served, &found);
+    let found = without(sig_tag(dir_signatures(&case)), ANN_BUNDLE);
+    let v = gate(&p, &served, &found);
     assert_refused(&v, "without a transparency-log entry");
 }
 
@@ -224,8 +221,8 @@ fn keyless_signature_without_its_certificate_is_refused() {
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
     let served = manifest_digest(&format!("{case}/manifest.json"));
-    let found = without(discover(dir_signatures(&case)), ANN_CERTIFICATE);
-    let v = gate(p.rule(), &served, &found);
+    let found = without(sig_tag(dir_signatures(&case)), ANN_CERTIFICATE);
+    let v = gate(&p, &served, &found);
     assert_refused(&v, "no certificate");
 }
 
@@ -239,26 +236,24 @@ fn keyless_signature_without_its_chain_verifies_when_the_root_holds_the_intermed
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
     let served = manifest_digest(&format!("{case}/manifest.json"));
-    let found = without(discover(dir_signatures(&case)), ANN_CHAIN);
-    assert_verified(&gate(p.rule(), &served, &found));
+    let found = without(sig_tag(dir_signatures(&case)), ANN_CHAIN);
+    assert_verified(&gate(&p, &served, &found));
 }
 
 /// rekor-set-keyless-raw: the pieces of a Dec 2022 keyless signature as raw
 /// files, for a digest whose manifest is not in the corpus.
-fn raw_keyless_evidence() -> Found {
+fn raw_keyless_evidence() -> Sigs {
     let case = format!("{LEGACY}/containers-image__rekor-set-keyless-raw");
-    let payload = read(&format!("{case}/rekor-payload"));
-    Found {
-        evidence: vec![Evidence::Legacy {
-            layer: sha256(&payload),
-            signature: read_text(&format!("{case}/rekor-sig")).trim().to_owned(),
-            certificate: Some(read_text(&format!("{case}/rekor-cert"))),
-            chain: Some(read_text(&format!("{case}/fulcio-chain"))),
-            rekor_bundle: Some(read_text(&format!("{case}/rekor-set"))),
-            payload: payload.into(),
-        }],
-        skipped: Vec::new(),
-    }
+    sig_tag(vec![Layer {
+        media_type: SIMPLE_SIGNING.to_owned(),
+        payload: read(&format!("{case}/rekor-payload")),
+        annotations: json!({
+            ANN_SIGNATURE: read_text(&format!("{case}/rekor-sig")).trim(),
+            ANN_CERTIFICATE: read_text(&format!("{case}/rekor-cert")),
+            ANN_CHAIN: read_text(&format!("{case}/fulcio-chain")),
+            ANN_BUNDLE: read_text(&format!("{case}/rekor-set")),
+        }),
+    }])
 }
 
 const RAW_DIGEST: &str = "sha256:fa93b01658e3a5a1686dc3ae55f170d8de487006fb53a28efcd12ab0710a2e5f";
@@ -269,7 +264,7 @@ fn keyless_raw_pieces_with_rekor_set_verify_offline() {
         .root("pg", PUBLIC_GOOD)
         .rule(1, &[&keyless("pg", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
-    let v = gate(p.rule(), &digest(RAW_DIGEST), &raw_keyless_evidence());
+    let v = gate(&p, &digest(RAW_DIGEST), &raw_keyless_evidence());
     assert_verified(&v);
 }
 
@@ -284,7 +279,7 @@ fn keyless_raw_pieces_are_refused_with_another_rekor_key() {
         )
         .rule(1, &[&keyless("forged", GITHUB_OAUTH, "mitr@redhat.com")])
         .load();
-    let v = gate(p.rule(), &digest(RAW_DIGEST), &raw_keyless_evidence());
+    let v = gate(&p, &digest(RAW_DIGEST), &raw_keyless_evidence());
     assert_refused(&v, "root forged");
 }
 
@@ -312,13 +307,11 @@ fn private_pki_certificate_without_transparency_log_entry_is_refused() {
     // which portcullis currently refuses as "not base64" (see
     // `line_wrapped_base64_signature_annotation_verifies_like_cosign`); unwrap
     // it so the refusal shown is the one that stands once that is fixed.
-    let mut found = discover(dir_signatures(&case));
-    for e in &mut found.evidence {
-        if let Evidence::Legacy { signature, .. } = e {
-            signature.retain(|c| !c.is_ascii_whitespace());
-        }
-    }
-    let v = gate(p.rule(), &served, &found);
+    let found = sig_tag(dir_signatures(&case)).map_layers(|l| {
+        let sig = l.annotations[ANN_SIGNATURE].as_str().unwrap().to_owned();
+        l.annotations[ANN_SIGNATURE] = json!(sig.replace(|c: char| c.is_ascii_whitespace(), ""));
+    });
+    let v = gate(&p, &served, &found);
     assert_refused(&v, "without a transparency-log entry");
 }
 
@@ -333,15 +326,17 @@ fn line_wrapped_base64_signature_annotation_verifies_like_cosign() {
         .rule(1, &[r#"{ key = "cosign" }"#])
         .load();
     let served = manifest_digest(&format!("{VALID}/manifest.json"));
-    let mut found = discover(dir_signatures(VALID));
-    for e in &mut found.evidence {
-        if let Evidence::Legacy { signature, .. } = e {
-            let chars: Vec<char> = signature.chars().collect();
-            *signature = chars
-                .chunks(76)
-                .map(|c| c.iter().collect::<String>() + "\n")
-                .collect();
-        }
-    }
-    assert_verified(&gate(p.rule(), &served, &found));
+    let found = sig_tag(dir_signatures(VALID)).map_layers(|l| {
+        let chars: Vec<char> = l.annotations[ANN_SIGNATURE]
+            .as_str()
+            .unwrap()
+            .chars()
+            .collect();
+        let wrapped: String = chars
+            .chunks(76)
+            .map(|c| c.iter().collect::<String>() + "\n")
+            .collect();
+        l.annotations[ANN_SIGNATURE] = json!(wrapped);
+    });
+    assert_verified(&gate(&p, &served, &found));
 }

@@ -8,58 +8,40 @@ use http::{HeaderValue, Response, StatusCode};
 use super::{ApiError, App, CONTENT_DIGEST, Reply, empty, header, not_modified, streaming};
 use crate::digest::Digest;
 use crate::media::OCTET_STREAM;
+use crate::reference::Reference;
 use crate::router::Target;
 
-/// A single byte range as a client asked for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RangeSpec {
-    /// `bytes=start-` or `bytes=start-last`
-    From { start: u64, last: Option<u64> },
-    /// `bytes=-n`: the final n bytes.
-    Suffix(u64),
+/// A `Range` header that parsed (RFC 9110 byte ranges, checked arithmetic:
+/// the `http-range-header` crate).
+pub struct RangeRequest(http_range_header::ParsedRanges);
+
+/// Parse `Range`. Absent or malformed headers yield `None`: the whole blob
+/// is served, as RFC 9110 allows.
+pub fn parse_range(headers: &HeaderMap) -> Option<RangeRequest> {
+    let v = headers.get(RANGE)?.to_str().ok()?;
+    http_range_header::parse_range_header(v)
+        .ok()
+        .map(RangeRequest)
 }
 
-/// Parse `Range`. Absent, malformed or multi-range headers yield `None`: the
-/// whole blob is served, as RFC 9110 allows.
-pub fn parse_range(headers: &HeaderMap) -> Option<RangeSpec> {
-    let v = headers.get(RANGE)?.to_str().ok()?.trim();
-    let spec = v.strip_prefix("bytes=")?.trim();
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let num = |s: &str| -> Option<u64> {
-        let s = s.trim();
-        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok())?
-    };
-    match (a.trim().is_empty(), b.trim().is_empty()) {
-        (true, false) => Some(RangeSpec::Suffix(num(b)?)),
-        (false, true) => Some(RangeSpec::From {
-            start: num(a)?,
-            last: None,
-        }),
-        (false, false) => {
-            let (start, last) = (num(a)?, num(b)?);
-            (start <= last).then_some(RangeSpec::From {
-                start,
-                last: Some(last),
-            })
-        }
-        (true, true) => None,
-    }
-}
-
-impl RangeSpec {
-    /// Resolve against the blob's size: `start..end` (end exclusive), or
-    /// `None` if unsatisfiable.
-    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
-        match self {
-            RangeSpec::From { start, .. } if start >= size => None,
-            RangeSpec::From { start, last } => {
-                Some((start, last.map_or(size, |l| (l + 1).min(size))))
-            }
-            RangeSpec::Suffix(0) => None,
-            RangeSpec::Suffix(n) => Some((size.saturating_sub(n), size)),
+impl RangeRequest {
+    /// Resolve against the blob's size: `Ok(Some((start, end)))` with `end`
+    /// exclusive (a last position past the end is clamped to it),
+    /// `Ok(None)` for several ranges (the whole blob is served: no
+    /// multipart), `Err(())` when unsatisfiable.
+    pub fn resolve(&self, size: u64) -> Result<Option<(u64, u64)>, ()> {
+        match self.0.validate(size) {
+            Ok(ranges) => match ranges.as_slice() {
+                [one] => {
+                    let end = one.end().checked_add(1).ok_or(())?;
+                    Ok(Some((*one.start(), end)))
+                }
+                [] => Err(()),
+                _ => Ok(None),
+            },
+            Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => Err(()),
+            // Overlapping or excessive ranges: ignored, as RFC 9110 allows.
+            Err(_) => Ok(None),
         }
     }
 }
@@ -72,6 +54,19 @@ impl App {
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Reply, ApiError> {
+        // The blob endpoint is no way around the gate: a digest the cache
+        // holds as a manifest is served here only if that manifest would be
+        // served as one, in this repository.
+        if let Some(gate) = &self.gate
+            && let Some(m) = self.cache.cached_manifest(digest).await?
+        {
+            let decision = gate
+                .check(target, &Reference::Digest(digest.clone()), &m)
+                .await;
+            if !decision.outcome.serves() {
+                return Err(ApiError::Denied(Box::new(decision)));
+            }
+        }
         let etag = format!("\"{digest}\"");
         let base = |status: StatusCode| {
             let mut r = Response::new(empty());
@@ -99,7 +94,15 @@ impl App {
             .get(IF_RANGE)
             .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
         let range = parse_range(headers).filter(|_| if_range_ok);
-        let Some(spec) = range else {
+        let part = match range {
+            None => None,
+            Some(spec) => {
+                let size = blob.size_when_done().await?;
+                spec.resolve(size)
+                    .map_err(|()| ApiError::RangeNotSatisfiable { size })?
+            }
+        };
+        let Some((start, end)) = part else {
             let mut r = base(StatusCode::OK);
             if let Some(size) = blob.size {
                 r.headers_mut().insert(CONTENT_LENGTH, header(size));
@@ -108,9 +111,6 @@ impl App {
             return Ok(Reply::new(r, Some(result)));
         };
         let size = blob.size_when_done().await?;
-        let (start, end) = spec
-            .resolve(size)
-            .ok_or(ApiError::RangeNotSatisfiable { size })?;
         let mut r = base(StatusCode::PARTIAL_CONTENT);
         let h = r.headers_mut();
         h.insert(CONTENT_LENGTH, header(end - start));
@@ -127,75 +127,46 @@ impl App {
 mod tests {
     use super::*;
 
-    fn range(v: &str) -> Option<RangeSpec> {
+    fn resolve(v: &str, size: u64) -> Option<Result<Option<(u64, u64)>, ()>> {
         let mut h = HeaderMap::new();
         h.insert(RANGE, v.parse().unwrap());
-        parse_range(&h)
+        parse_range(&h).map(|r| r.resolve(size))
     }
 
     #[test]
-    fn parses_single_ranges() {
+    fn single_ranges_resolve_with_the_end_clamped() {
+        assert_eq!(resolve("bytes=0-99", 1000), Some(Ok(Some((0, 100)))));
+        assert_eq!(resolve("bytes=100-", 1000), Some(Ok(Some((100, 1000)))));
+        assert_eq!(resolve("bytes=-5", 100), Some(Ok(Some((95, 100)))));
+        assert_eq!(resolve("bytes=-1000", 100), Some(Ok(Some((0, 100)))));
+        assert_eq!(resolve("bytes=90-500", 100), Some(Ok(Some((90, 100)))));
+        // The largest last position a client can write: clamped, never wrapped.
         assert_eq!(
-            range("bytes=0-99"),
-            Some(RangeSpec::From {
-                start: 0,
-                last: Some(99)
-            })
+            resolve("bytes=0-18446744073709551615", 100),
+            Some(Ok(Some((0, 100))))
         );
-        assert_eq!(
-            range("bytes=100-"),
-            Some(RangeSpec::From {
-                start: 100,
-                last: None
-            })
-        );
-        assert_eq!(range("bytes=-5"), Some(RangeSpec::Suffix(5)));
+        assert_eq!(resolve("bytes=18446744073709551615-", 100), Some(Err(())));
+        assert_eq!(resolve("bytes=100-", 100), Some(Err(())));
+        assert_eq!(resolve("bytes=-0", 100), Some(Err(())));
+    }
+
+    #[test]
+    fn malformed_or_multiple_ranges_serve_the_whole_blob() {
         for ignored in [
             "bytes=5-1",
-            "bytes=0-1,3-4",
             "items=0-1",
             "bytes=-",
             "bytes=a-b",
             "bytes=+1-2",
             "0-1",
         ] {
-            assert_eq!(range(ignored), None, "{ignored}");
+            assert_eq!(resolve(ignored, 100), None, "{ignored}");
         }
-    }
-
-    #[test]
-    fn resolves_against_size() {
-        let r = |s: RangeSpec| s.resolve(100);
+        assert_eq!(resolve("bytes=0-1,3-4", 100), Some(Ok(None)));
         assert_eq!(
-            r(RangeSpec::From {
-                start: 0,
-                last: Some(9)
-            }),
-            Some((0, 10))
+            resolve("bytes=0-99999999999999999999999", 100),
+            Some(Ok(Some((0, 100)))),
+            "a last position beyond any u64 is clamped too"
         );
-        assert_eq!(
-            r(RangeSpec::From {
-                start: 90,
-                last: Some(500)
-            }),
-            Some((90, 100))
-        );
-        assert_eq!(
-            r(RangeSpec::From {
-                start: 99,
-                last: None
-            }),
-            Some((99, 100))
-        );
-        assert_eq!(
-            r(RangeSpec::From {
-                start: 100,
-                last: None
-            }),
-            None
-        );
-        assert_eq!(r(RangeSpec::Suffix(10)), Some((90, 100)));
-        assert_eq!(r(RangeSpec::Suffix(1000)), Some((0, 100)));
-        assert_eq!(r(RangeSpec::Suffix(0)), None);
     }
 }

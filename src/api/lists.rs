@@ -7,16 +7,32 @@ use http::{HeaderValue, Response};
 
 use super::{ApiError, App, OCI_FILTERS_APPLIED, Reply, full, header, stale_warning};
 use crate::digest::Digest;
+use crate::manifest::Manifest;
 use crate::media::OCI_INDEX;
 use crate::metrics::CacheResult;
 use crate::router::{Query, Target};
 use crate::upstream::client::encode_query_value;
 
-/// Keep only the descriptors whose `artifactType` is `wanted`.
-fn filter_referrers(index: &[u8], wanted: &str) -> Option<Bytes> {
-    let mut v: serde_json::Value = serde_json::from_slice(index).ok()?;
+/// Keep only the descriptors whose `artifactType` is `wanted`. Which ones is
+/// decided on the parsed index; the JSON is only edited to drop the others
+/// (the strict parse guarantees both read the same `manifests` array).
+fn filter_referrers(index: &Manifest, wanted: &str) -> Option<Bytes> {
+    let keep: Vec<bool> = index
+        .parsed
+        .children()
+        .iter()
+        .map(|d| d.artifact_type.as_deref() == Some(wanted))
+        .collect();
+    let mut v: serde_json::Value = serde_json::from_slice(&index.bytes).ok()?;
     let manifests = v.get_mut("manifests")?.as_array_mut()?;
-    manifests.retain(|d| d.get("artifactType").and_then(|a| a.as_str()) == Some(wanted));
+    if manifests.len() != keep.len() {
+        return None;
+    }
+    let mut i = 0;
+    manifests.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
     serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
@@ -67,9 +83,9 @@ impl App {
         let (body, filtered) = match &query.artifact_type {
             Some(wanted) => match filter_referrers(&index, wanted) {
                 Some(b) => (b, true),
-                None => (index, false),
+                None => (index.bytes, false),
             },
-            None => (index, false),
+            None => (index.bytes, false),
         };
         let len = body.len();
         let mut r = Response::new(full(body));
@@ -95,18 +111,28 @@ mod tests {
 
     #[test]
     fn filters_by_artifact_type_and_keeps_other_fields() {
-        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:a","size":1,"artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json","annotations":{"k":"v"}},
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:b","size":1,"artifactType":"application/spdx+json"},
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:c","size":1}
-        ]}"#;
-        let out = filter_referrers(index, "application/vnd.dev.sigstore.bundle.v0.3+json").unwrap();
+        let d = |s: &str| Digest::of(crate::digest::Algorithm::Sha256, s.as_bytes());
+        let (a, b, c) = (d("a"), d("b"), d("c"));
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{a}","size":1,"artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json","annotations":{{"k":"v"}}}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{b}","size":1,"artifactType":"application/spdx+json"}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{c}","size":1}}
+        ]}}"#
+        );
+        let bytes = Bytes::from(index);
+        let index = Manifest::check(&d_of(&bytes), bytes, None).unwrap();
+        let out =
+            filter_referrers(&index, "application/vnd.dev.sigstore.bundle.v0.3+json").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let m = v["manifests"].as_array().unwrap();
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0]["digest"], "sha256:a");
+        assert_eq!(m[0]["digest"], a.to_string());
         assert_eq!(m[0]["annotations"]["k"], "v");
         assert_eq!(v["mediaType"], OCI_INDEX);
-        assert!(filter_referrers(b"not json", "x").is_none());
+    }
+
+    fn d_of(b: &[u8]) -> Digest {
+        Digest::of(crate::digest::Algorithm::Sha256, b)
     }
 }

@@ -3,7 +3,7 @@
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, WARNING};
 
 use crate::gate::Outcome;
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 
 use super::{
     ApiError, App, CONTENT_DIGEST, Reply, empty, full, header, not_modified, policy_warning,
@@ -59,8 +59,8 @@ impl App {
         headers: &HeaderMap,
     ) -> Result<Reply, ApiError> {
         let (m, result) = self.cache.manifest(target, reference).await?;
-        if !accepts(headers, &m.media_type) {
-            return Err(ApiError::NotAcceptable(m.media_type));
+        if !accepts(headers, m.media_type()) {
+            return Err(ApiError::NotAcceptable(m.media_type()));
         }
         // The gate sees the exact bytes about to be served.
         let decision = match &self.gate {
@@ -80,10 +80,11 @@ impl App {
         };
         let send_body = !head && status == StatusCode::OK;
         let len = m.bytes.len();
+        let media_type = m.media_type();
         let mut r = Response::new(if send_body { full(m.bytes) } else { empty() });
         *r.status_mut() = status;
         let h = r.headers_mut();
-        h.insert(CONTENT_TYPE, header(&m.media_type));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
         if status == StatusCode::OK {
             h.insert(CONTENT_LENGTH, header(len));
         }

@@ -49,7 +49,7 @@ pub enum ApiError {
     #[error("cannot serve this request")]
     Cache(#[source] CacheError),
     #[error("the manifest's media type {0} is not in the request's Accept header")]
-    NotAcceptable(Arc<str>),
+    NotAcceptable(&'static str),
     #[error("range not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     #[error("{}", .0.message())]

@@ -1,7 +1,7 @@
 //! Recently served manifests and lists, kept in memory.
 //!
 //! Owns a byte-bounded, least-recently-used map from digest to verified
-//! manifest bytes, so that the requests nodes send most often (a `HEAD` on a
+//! manifests (bytes and their parsed form), so that the requests nodes send most often (a `HEAD` on a
 //! tag, a `GET` of a manifest by digest) are answered without touching the
 //! disk or the blocking pool. Only bytes that were verified against their
 //! digest enter it (they come from the store or from a fetch that just
@@ -10,18 +10,16 @@
 //! This module must not do I/O.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
+use std::sync::Mutex;
 
 use crate::digest::Digest;
+use crate::manifest::Manifest;
 
 /// The largest share of the budget one manifest may take.
 const MAX_SHARE: u64 = 8;
 
 struct Entry {
-    bytes: Bytes,
-    media_type: Arc<str>,
+    manifest: Manifest,
     tick: u64,
 }
 
@@ -53,22 +51,23 @@ impl HotManifests {
         self.lru.lock().expect("hot manifests lock")
     }
 
-    /// The bytes and media type of `digest`, marking it recently used.
-    pub fn get(&self, digest: &Digest) -> Option<(Bytes, Arc<str>)> {
+    /// The parsed manifest `digest`, marking it recently used.
+    pub fn get(&self, digest: &Digest) -> Option<Manifest> {
         let mut lru = self.lru();
         lru.tick += 1;
         let tick = lru.tick;
         let entry = lru.map.get_mut(digest)?;
         let old = std::mem::replace(&mut entry.tick, tick);
-        let found = (entry.bytes.clone(), entry.media_type.clone());
+        let found = entry.manifest.clone();
         lru.order.remove(&old);
         lru.order.insert(tick, digest.clone());
         Some(found)
     }
 
-    /// Keep verified bytes; the least recently used go when over budget.
-    pub fn insert(&self, digest: &Digest, bytes: Bytes, media_type: Arc<str>) {
-        let size = bytes.len() as u64;
+    /// Keep a verified manifest; the least recently used go when over budget.
+    pub fn insert(&self, manifest: &Manifest) {
+        let size = manifest.bytes.len() as u64;
+        let digest = &manifest.digest;
         if size > self.budget / MAX_SHARE {
             return;
         }
@@ -76,13 +75,12 @@ impl HotManifests {
         lru.tick += 1;
         let tick = lru.tick;
         let entry = Entry {
-            bytes,
-            media_type,
+            manifest: manifest.clone(),
             tick,
         };
         if let Some(old) = lru.map.insert(digest.clone(), entry) {
             lru.order.remove(&old.tick);
-            lru.bytes -= old.bytes.len() as u64;
+            lru.bytes -= old.manifest.bytes.len() as u64;
         }
         lru.order.insert(tick, digest.clone());
         lru.bytes += size;
@@ -91,7 +89,7 @@ impl HotManifests {
                 break;
             };
             if let Some(e) = lru.map.remove(&oldest) {
-                lru.bytes -= e.bytes.len() as u64;
+                lru.bytes -= e.manifest.bytes.len() as u64;
             }
         }
     }
@@ -102,7 +100,7 @@ impl HotManifests {
         for d in digests {
             if let Some(e) = lru.map.remove(d) {
                 lru.order.remove(&e.tick);
-                lru.bytes -= e.bytes.len() as u64;
+                lru.bytes -= e.manifest.bytes.len() as u64;
             }
         }
     }
@@ -111,60 +109,63 @@ impl HotManifests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Algorithm;
 
-    fn item(n: u8, len: usize) -> (Digest, Bytes) {
-        let bytes = Bytes::from(vec![n; len]);
-        (Digest::of(Algorithm::Sha256, &bytes), bytes)
+    /// A manifest of about `len` bytes, distinct for each `n`.
+    fn item(n: u8, len: usize) -> Manifest {
+        let pad = "x".repeat(len.saturating_sub(160));
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{{"n":"{n:03}","p":"{pad}"}}}}"#
+        );
+        let bytes = bytes::Bytes::from(json);
+        let digest = Digest::of(crate::digest::Algorithm::Sha256, &bytes);
+        Manifest::check(&digest, bytes, None).unwrap()
     }
 
     #[test]
     fn least_recently_used_go_first_and_the_budget_holds() {
-        let hot = HotManifests::new(800);
-        let t: Arc<str> = Arc::from("application/vnd.oci.image.manifest.v1+json");
-        let (a, b, c) = (item(1, 100), item(2, 100), item(3, 100));
-        for (d, bytes) in [&a, &b] {
-            hot.insert(d, bytes.clone(), t.clone());
-        }
+        let (a, b, c) = (item(1, 200), item(2, 200), item(3, 200));
+        let size = a.bytes.len() as u64;
+        let hot = HotManifests::new(8 * size);
+        hot.insert(&a);
+        hot.insert(&b);
         // Touch a: b is now the least recently used.
-        assert_eq!(hot.get(&a.0).unwrap().0, a.1);
+        assert_eq!(hot.get(&a.digest).unwrap().bytes, a.bytes);
         for n in 4..=10 {
-            let (d, bytes) = item(n, 100);
-            hot.insert(&d, bytes, t.clone());
+            hot.insert(&item(n, 200));
         }
-        assert_eq!(hot.lru().bytes, 800);
-        assert!(hot.get(&b.0).is_none(), "the least recently used stayed");
-        assert!(hot.get(&a.0).is_some(), "a recently used one went");
-        hot.insert(&c.0, c.1.clone(), t.clone());
-        assert!(hot.lru().bytes <= 800);
-        hot.remove(std::slice::from_ref(&c.0));
-        assert!(hot.get(&c.0).is_none());
+        assert_eq!(hot.lru().bytes, 8 * size);
+        assert!(
+            hot.get(&b.digest).is_none(),
+            "the least recently used stayed"
+        );
+        assert!(hot.get(&a.digest).is_some(), "a recently used one went");
+        hot.insert(&c);
+        assert!(hot.lru().bytes <= 8 * size);
+        hot.remove(std::slice::from_ref(&c.digest));
+        assert!(hot.get(&c.digest).is_none());
     }
 
     #[test]
     fn oversized_manifests_and_a_zero_budget_are_not_kept() {
-        let t: Arc<str> = Arc::from("application/vnd.oci.image.index.v1+json");
-        let hot = HotManifests::new(800);
-        let (d, bytes) = item(1, 101);
-        hot.insert(&d, bytes, t.clone());
+        let m = item(1, 200);
+        let hot = HotManifests::new(8 * m.bytes.len() as u64 - 1);
+        hot.insert(&m);
         assert!(
-            hot.get(&d).is_none(),
+            hot.get(&m.digest).is_none(),
             "one manifest took over 1/8 of the budget"
         );
         let off = HotManifests::new(0);
-        let (d, bytes) = item(2, 1);
-        off.insert(&d, bytes, t);
-        assert!(off.get(&d).is_none());
+        off.insert(&m);
+        assert!(off.get(&m.digest).is_none());
         assert_eq!(off.lru().bytes, 0);
     }
 
     #[test]
     fn reinserting_replaces_without_double_counting() {
-        let t: Arc<str> = Arc::from("x/y");
-        let hot = HotManifests::new(1000);
-        let (d, bytes) = item(1, 100);
-        hot.insert(&d, bytes.clone(), t.clone());
-        hot.insert(&d, bytes, t);
-        assert_eq!(hot.lru().bytes, 100);
+        let m = item(1, 200);
+        let hot = HotManifests::new(1 << 20);
+        hot.insert(&m);
+        hot.insert(&m);
+        assert_eq!(hot.lru().bytes, m.bytes.len() as u64);
     }
 }

@@ -26,6 +26,22 @@ use crate::upstream::UpstreamError;
 pub const EMPTY_INDEX: &str =
     r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
 
+/// Bytes a registry offered as a referrers list: an OCI image index, parsed
+/// like any other.
+fn referrers_list(bytes: Bytes) -> Result<Manifest, CacheError> {
+    let digest = Digest::of(Algorithm::Sha256, &bytes);
+    match Manifest::check(&digest, bytes, Some(OCI_INDEX)) {
+        Ok(m) if m.media_type() == OCI_INDEX => Ok(m),
+        Ok(_) => Err(CacheError::BadReferrers),
+        Err(e) => Err(CacheError::ManifestInvalid(e)),
+    }
+}
+
+/// The referrers list of a subject nothing refers to.
+pub fn empty_index() -> Manifest {
+    referrers_list(Bytes::from_static(EMPTY_INDEX.as_bytes())).expect("the empty index parses")
+}
+
 /// A page of tags.
 pub struct TagList {
     pub tags: Vec<Tag>,
@@ -102,19 +118,20 @@ impl Cache {
         Ok(TagList { tags, more, result })
     }
 
-    /// The image index of manifests that refer to `subject` (unfiltered).
+    /// The image index of manifests that refer to `subject` (unfiltered),
+    /// parsed like any index.
     pub async fn referrers(
         &self,
         target: &Target,
         subject: &Digest,
-    ) -> Result<(Bytes, CacheResult), CacheError> {
+    ) -> Result<(Manifest, CacheResult), CacheError> {
         let key = self.tag_key(target, TagName::Referrers(subject.clone()));
         for _ in 0..3 {
             if let Some(e) = self.0.index.tag(&key)
                 && (self.0.offline || self.is_fresh(&e))
                 && let Some((bytes, _)) = self.read_object(&e.digest).await?
             {
-                return Ok((bytes, CacheResult::Hit));
+                return Ok((referrers_list(bytes)?, CacheResult::Hit));
             }
             if self.0.offline {
                 return self.referrers_by_tag(target, subject).await;
@@ -132,7 +149,7 @@ impl Cache {
                 .coalesce(ManifestKey::Referrers(key.clone()), fresh, work)
                 .await
             {
-                return r.map(|(m, result)| (m.bytes, result));
+                return r;
             }
         }
         Err(CacheError::ManifestUnknown)
@@ -150,25 +167,19 @@ impl Cache {
         subject: Digest,
         key: TagKey,
     ) -> Result<ManifestOutcome, CacheError> {
-        let outcome = |bytes: Bytes, result| ManifestOutcome {
-            manifest: Manifest {
-                digest: Digest::of(Algorithm::Sha256, &bytes),
-                media_type: OCI_INDEX.into(),
-                bytes,
-            },
-            result,
-        };
+        let outcome = |manifest, result| ManifestOutcome { manifest, result };
         if !self.referrers_api_missing(target.upstream) {
             let upstream = self.0.upstreams.get(target.upstream);
             match upstream.referrers(&target.repo, &subject).await {
                 Ok(Some(bytes)) => {
-                    serde_json::from_slice::<oci_spec::image::ImageIndex>(&bytes)
-                        .map_err(|_| CacheError::BadReferrers)?;
-                    let digest = Digest::of(Algorithm::Sha256, &bytes);
+                    let list = referrers_list(bytes)?;
                     // Stored as a plain object, so it can never be served as a manifest.
-                    drop(self.store_bytes(&digest, bytes.clone(), None).await?);
-                    self.record_tag(&key, &digest).await?;
-                    return Ok(outcome(bytes, CacheResult::Miss));
+                    drop(
+                        self.store_bytes(&list.digest, list.bytes.clone(), None)
+                            .await?,
+                    );
+                    self.record_tag(&key, &list.digest).await?;
+                    return Ok(outcome(list, CacheResult::Miss));
                 }
                 Ok(None) => {
                     self.0
@@ -186,15 +197,15 @@ impl Cache {
                             error = %crate::error::chain(&e),
                             "upstream unavailable; serving cached referrers"
                         );
-                        return Ok(outcome(bytes, CacheResult::Stale));
+                        return Ok(outcome(referrers_list(bytes)?, CacheResult::Stale));
                     }
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let (bytes, result) = self.referrers_by_tag(&target, &subject).await?;
-        Ok(outcome(bytes, result))
+        let (list, result) = self.referrers_by_tag(&target, &subject).await?;
+        Ok(outcome(list, result))
     }
 
     /// Referrers through the tag schema: the index tagged `<alg>-<hex>`.
@@ -202,12 +213,12 @@ impl Cache {
         &self,
         target: &Target,
         subject: &Digest,
-    ) -> Result<(Bytes, CacheResult), CacheError> {
+    ) -> Result<(Manifest, CacheResult), CacheError> {
         let tag = Reference::Tag(referrers_tag(subject));
         match self.manifest(target, &tag).await {
-            Ok((m, result)) if &*m.media_type == OCI_INDEX => Ok((m.bytes, result)),
+            Ok((m, result)) if m.media_type() == OCI_INDEX => Ok((m, result)),
             // Something else under that tag is not a referrers list.
-            Ok((_, result)) => Ok((Bytes::from_static(EMPTY_INDEX.as_bytes()), result)),
+            Ok((_, result)) => Ok((empty_index(), result)),
             Err(e)
                 if matches!(
                     e.root(),
@@ -221,7 +232,7 @@ impl Cache {
                 } else {
                     CacheResult::Miss
                 };
-                Ok((Bytes::from_static(EMPTY_INDEX.as_bytes()), result))
+                Ok((empty_index(), result))
             }
             Err(e) => Err(e),
         }
@@ -261,7 +272,6 @@ mod tests {
         assert_eq!(referrers_tag(&d).as_str(), format!("sha256-{}", d.hex()));
         let long = Digest::of(Algorithm::Sha512, b"");
         assert_eq!(referrers_tag(&long).as_str().len(), MAX_TAG_LEN);
-        let empty: oci_spec::image::ImageIndex = serde_json::from_str(EMPTY_INDEX).unwrap();
-        assert!(empty.manifests().is_empty());
+        assert!(empty_index().parsed.children().is_empty());
     }
 }

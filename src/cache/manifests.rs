@@ -19,19 +19,12 @@ use futures_util::future::{BoxFuture, Shared};
 use super::index::{TagEntry, TagKey, TagName};
 use super::{Cache, CacheError};
 use crate::digest::{Algorithm, Digest};
-use crate::media;
 use crate::metrics::CacheResult;
 use crate::reference::{Reference, RegistryHost, RepoName, Tag};
 use crate::router::Target;
 use crate::upstream::UpstreamError;
 
-/// A verified manifest.
-#[derive(Clone, Debug)]
-pub struct Manifest {
-    pub digest: Digest,
-    pub media_type: Arc<str>,
-    pub bytes: Bytes,
-}
+pub use crate::manifest::Manifest;
 
 /// What a shared fetch produced.
 pub struct ManifestOutcome {
@@ -135,30 +128,39 @@ impl Cache {
             .is_some_and(|i| i.media_type.is_some())
     }
 
+    /// The manifest `digest` if the cache holds it as one (never fetched).
+    pub async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CacheError> {
+        self.local_manifest(digest).await
+    }
+
     /// A cached manifest: from memory when it was served recently, else
     /// from the store (and then kept in memory).
     async fn local_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, CacheError> {
         if !self.has_manifest(digest) {
             return Ok(None);
         }
-        if let Some((bytes, media_type)) = self.0.hot.get(digest) {
-            return Ok(Some(Manifest {
-                digest: digest.clone(),
-                media_type,
-                bytes,
-            }));
+        if let Some(m) = self.0.hot.get(digest) {
+            return Ok(Some(m));
         }
         let Some((bytes, info)) = self.read_object(digest).await? else {
             return Ok(None);
         };
-        Ok(info.media_type.map(|media_type| {
-            self.0.hot.insert(digest, bytes.clone(), media_type.clone());
-            Manifest {
-                digest: digest.clone(),
-                media_type,
-                bytes,
+        let Some(media_type) = info.media_type else {
+            return Ok(None);
+        };
+        // The bytes matched their digest; they are parsed afresh, as every
+        // manifest is, so what the gate reads is what they mean.
+        match Manifest::check(digest, bytes, Some(&media_type)) {
+            Ok(m) => {
+                self.0.hot.insert(&m);
+                Ok(Some(m))
             }
-        }))
+            Err(e) => {
+                tracing::warn!(%digest, error = %crate::error::chain(&e), "a cached manifest no longer parses; it will be fetched again");
+                self.quarantine(digest).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Run `work` once per key; `None` when the object turned out to be
@@ -307,34 +309,22 @@ impl Cache {
             .await
     }
 
-    /// Verify manifest bytes against `digest`, type them, and store them.
+    /// Verify manifest bytes against `digest`, parse them, and store them.
     async fn keep_manifest(
         &self,
         digest: &Digest,
         bytes: Bytes,
         content_type: Option<&str>,
     ) -> Result<Manifest, CacheError> {
-        let actual = Digest::of(digest.algorithm(), &bytes);
-        if actual != *digest {
-            return Err(CacheError::ManifestDigest {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        let media_type =
-            media::manifest_type(&bytes, content_type).map_err(CacheError::ManifestType)?;
+        let manifest =
+            Manifest::check(digest, bytes, content_type).map_err(CacheError::ManifestInvalid)?;
         if !self.has_manifest(digest) {
             drop(
-                self.store_bytes(digest, bytes.clone(), Some(media_type))
+                self.store_bytes(digest, manifest.bytes.clone(), Some(manifest.media_type()))
                     .await?,
             );
         }
-        let media_type: Arc<str> = Arc::from(media_type);
-        self.0.hot.insert(digest, bytes.clone(), media_type.clone());
-        Ok(Manifest {
-            digest: digest.clone(),
-            media_type,
-            bytes,
-        })
+        self.0.hot.insert(&manifest);
+        Ok(manifest)
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::digest::Digest;
-use crate::media::ManifestTypeError;
+use crate::manifest::ManifestError;
 use crate::metrics::Metrics;
 use crate::router::UpstreamId;
 use crate::store::local::LocalStore;
@@ -61,10 +61,8 @@ pub enum CacheError {
     BlobUnknown,
     #[error("not cached, and this mirror is offline")]
     Offline,
-    #[error("manifest from upstream does not match its digest: expected {expected}, got {actual}")]
-    ManifestDigest { expected: Digest, actual: Digest },
-    #[error("manifest from upstream refused")]
-    ManifestType(#[source] ManifestTypeError),
+    #[error("manifest refused")]
+    ManifestInvalid(#[source] ManifestError),
     #[error("upstream referrers response is not an image index")]
     BadReferrers,
     #[error("upstream did not say the blob's size")]
@@ -262,8 +260,10 @@ impl Cache {
         self.commit(pending, digest, media_type).await
     }
 
-    /// Read a whole stored manifest or list. Objects larger than a manifest
-    /// may be (a blob's digest asked for as a manifest) are never read.
+    /// Read a whole stored manifest or list, re-hashed: bytes on disk are
+    /// not trusted. Objects larger than a manifest may be (a blob's digest
+    /// asked for as a manifest) are never read. A damaged object is
+    /// quarantined and reads as absent, so it is fetched again.
     async fn read_object(
         &self,
         digest: &Digest,
@@ -293,7 +293,24 @@ impl Cache {
             self.forget_missing(digest).await?;
             return Ok(None);
         }
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if actual != *digest {
+            tracing::error!(%digest, %actual, "a cached object does not match its digest (disk corruption?); it was removed and will be fetched again");
+            self.0.metrics.corrupt_objects(1);
+            drop(_pin);
+            self.quarantine(digest).await?;
+            return Ok(None);
+        }
         Ok(Some((bytes, info)))
+    }
+
+    /// Remove an object whose bytes turned out to be bad: its file and its
+    /// index entry, so the next request fetches it again.
+    pub(crate) async fn quarantine(&self, digest: &Digest) -> Result<(), CacheError> {
+        self.0.hot.remove(std::slice::from_ref(digest));
+        self.0.index.forget(vec![digest.clone()]).await?;
+        self.0.store.delete(vec![digest.clone()]).await?;
+        Ok(())
     }
 
     /// An indexed object's file is gone or damaged (deleted or truncated by

@@ -1,25 +1,27 @@
-//! Finding the signatures offered for a manifest digest, through the cache.
+//! Finding the signatures offered for a manifest digest, through a [`Source`].
 //!
 //! Two formats, each looked up on its own so that junk in one never masks a
 //! valid signature in the other: the legacy cosign tag `<alg>-<hex>.sig`
 //! (every simple-signing layer of it), and Sigstore bundles attached as OCI
 //! 1.1 referrers (through the referrers API or its tag-schema fallback).
-//! Everything is bounded: layers, referrers and sizes are capped, and an
-//! artifact over a cap is reported and skipped. A failure to *fetch* (as
-//! opposed to a malformed artifact) is an error, so the caller can refuse.
-//! Nothing found here is trusted: it is evidence for [`super::verify`].
+//! Manifests arrive parsed by [`crate::manifest`]; this module reads that
+//! model and nothing else. Everything is bounded: layers, referrers and sizes
+//! are capped, and an artifact over a cap is reported and skipped. A failure
+//! to *fetch* (as opposed to a malformed artifact) is an error, so the caller
+//! can refuse. Nothing found here is trusted: it is evidence for
+//! [`super::verify`]. The same readers turn the layers of a signature
+//! artifact into evidence when the artifact itself is served
+//! ([`layer_evidence`]).
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use bytes::Bytes;
 
 use super::GateError;
-use crate::cache::{Cache, CacheError};
+use super::source::{Source, SourceError, TooLarge};
 use crate::digest::Digest;
+use crate::manifest::{Descriptor, Manifest};
+use crate::media::{ArtifactLayer, BUNDLE_TYPES, SIMPLE_SIGNING};
 use crate::reference::Reference;
 use crate::router::Target;
-use crate::upstream::UpstreamError;
 
 /// Signature layers read from one `.sig` manifest.
 pub const MAX_SIGNATURE_LAYERS: usize = 32;
@@ -27,19 +29,16 @@ pub const MAX_SIGNATURE_LAYERS: usize = 32;
 pub const MAX_REFERRERS: usize = 32;
 /// Largest simple-signing payload read.
 pub const MAX_PAYLOAD: u64 = 64 * 1024;
-/// Largest Sigstore bundle read.
+/// Largest Sigstore bundle read for a signature.
 pub const MAX_BUNDLE: u64 = 1024 * 1024;
+/// Largest attestation (DSSE envelope or bundle) read when an attestation
+/// artifact itself is served: SBOMs and scans are large.
+pub const MAX_ATTESTATION: u64 = 16 * 1024 * 1024;
 
-pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-/// Artifact types of Sigstore bundles (the second is the older spelling).
-pub const BUNDLE_TYPES: [&str; 2] = [
-    "application/vnd.dev.sigstore.bundle.v0.3+json",
-    "application/vnd.dev.sigstore.bundle+json;version=0.3",
-];
-const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
-const ANN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
-const ANN_CHAIN: &str = "dev.sigstore.cosign/chain";
-const ANN_BUNDLE: &str = "dev.sigstore.cosign/bundle";
+pub const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
+pub const ANN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+pub const ANN_CHAIN: &str = "dev.sigstore.cosign/chain";
+pub const ANN_BUNDLE: &str = "dev.sigstore.cosign/bundle";
 
 /// One signature offered for the digest, not yet verified.
 #[derive(Clone, Debug)]
@@ -55,7 +54,16 @@ pub enum Evidence {
         /// The Rekor entry bundle (SET) as cosign stores it.
         rekor_bundle: Option<String>,
     },
-    /// A Sigstore bundle attached as a referrer.
+    /// A DSSE envelope layer of a legacy `.att` manifest: the signatures are
+    /// inside the envelope, the certificate and log entry in annotations.
+    Envelope {
+        layer: Digest,
+        json: Bytes,
+        certificate: Option<String>,
+        chain: Option<String>,
+        rekor_bundle: Option<String>,
+    },
+    /// A Sigstore bundle (attached as a referrer, or a bundle layer).
     Bundle { manifest: Digest, json: Bytes },
 }
 
@@ -64,6 +72,7 @@ impl Evidence {
     pub fn origin(&self) -> String {
         match self {
             Evidence::Legacy { layer, .. } => format!(".sig layer {layer}"),
+            Evidence::Envelope { layer, .. } => format!("attestation layer {layer}"),
             Evidence::Bundle { manifest, .. } => format!("bundle referrer {manifest}"),
         }
     }
@@ -77,168 +86,161 @@ pub struct Found {
     pub skipped: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(rename = "artifactType")]
-    artifact_type: Option<String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct ManifestShape {
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-    subject: Option<Descriptor>,
-}
-
-/// Not found (or not cached while offline): no signatures of that kind.
-fn absent(e: &CacheError) -> bool {
-    matches!(
-        e.root(),
-        CacheError::Upstream(UpstreamError::NotFound { .. })
-            | CacheError::ManifestUnknown
-            | CacheError::Offline
-    )
-}
-
 /// Read a small blob whole, refusing more than `max` bytes: before fetching
 /// when its descriptor declares more, and while reading otherwise.
 async fn read_blob(
-    cache: &Cache,
+    source: &dyn Source,
     target: &Target,
-    digest: &Digest,
-    declared: u64,
+    layer: &Descriptor,
     max: u64,
-) -> Result<Bytes, GateError> {
-    if declared > max {
-        return Err(GateError::TooLarge {
-            what: digest.to_string(),
+) -> Result<Option<Bytes>, GateError> {
+    if layer.size > max {
+        return Err(GateError::TooLarge(TooLarge {
+            digest: layer.digest.clone(),
             max,
-        });
+        }));
     }
-    let blob = cache.blob(target, digest).await.map_err(GateError::Fetch)?;
-    let size = blob.size_when_done().await.map_err(GateError::Fetch)?;
-    if size > max {
-        return Err(GateError::TooLarge {
-            what: digest.to_string(),
-            max,
-        });
+    source
+        .blob(target, &layer.digest, max)
+        .await
+        .map_err(GateError::from)
+}
+
+/// Evidence from one layer of a signature artifact, read through `source`:
+/// `Ok(Err(why))` when the layer is not usable evidence (no signature
+/// annotation, absent, over its cap), `Err` when it could not be fetched.
+pub async fn layer_evidence(
+    source: &dyn Source,
+    target: &Target,
+    manifest: &Digest,
+    kind: ArtifactLayer,
+    layer: &Descriptor,
+) -> Result<Result<Evidence, String>, GateError> {
+    let ann = |k: &str| layer.annotations.get(k).cloned();
+    let digest = &layer.digest;
+    let max = match kind {
+        ArtifactLayer::SimpleSigning => MAX_PAYLOAD,
+        ArtifactLayer::DsseEnvelope | ArtifactLayer::SigstoreBundle => MAX_ATTESTATION,
+    };
+    let signature = ann(ANN_SIGNATURE);
+    if kind == ArtifactLayer::SimpleSigning && signature.is_none() {
+        return Ok(Err(format!(
+            "layer {digest} carries no signature annotation"
+        )));
     }
-    let mut out = BytesMut::with_capacity(size as usize);
-    let mut stream = blob.stream(0, None);
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.map_err(GateError::Stream)?);
-        if out.len() as u64 > max {
-            return Err(GateError::TooLarge {
-                what: digest.to_string(),
-                max,
-            });
+    let bytes = match read_blob(source, target, layer, max).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Err(format!("layer {digest} is listed but not found"))),
+        Err(e @ (GateError::TooLarge(_) | GateError::Corrupt(_))) => {
+            return Ok(Err(format!("layer {digest}: {}", crate::error::chain(&e))));
         }
-    }
-    Ok(out.freeze())
+        Err(e) => return Err(e),
+    };
+    Ok(Ok(match kind {
+        ArtifactLayer::SimpleSigning => Evidence::Legacy {
+            layer: digest.clone(),
+            payload: bytes,
+            signature: signature.unwrap_or_default(),
+            certificate: ann(ANN_CERTIFICATE),
+            chain: ann(ANN_CHAIN),
+            rekor_bundle: ann(ANN_BUNDLE),
+        },
+        ArtifactLayer::DsseEnvelope => Evidence::Envelope {
+            layer: digest.clone(),
+            json: bytes,
+            certificate: ann(ANN_CERTIFICATE),
+            chain: ann(ANN_CHAIN),
+            rekor_bundle: ann(ANN_BUNDLE),
+        },
+        ArtifactLayer::SigstoreBundle => Evidence::Bundle {
+            manifest: manifest.clone(),
+            json: bytes,
+        },
+    }))
 }
 
 /// Signatures in the legacy `.sig` tag for `subject`.
 pub async fn legacy(
-    cache: &Cache,
+    source: &dyn Source,
     sigs: &Target,
     subject: &Digest,
     found: &mut Found,
 ) -> Result<(), GateError> {
     let tag = format!("{}-{}.sig", subject.algorithm().name(), subject.hex());
     let tag = Reference::Tag(tag.parse().expect("algorithm and hex form a valid tag"));
-    let manifest = match cache.manifest(sigs, &tag).await {
-        Ok((m, _)) => m,
-        Err(e) if absent(&e) => return Ok(()),
-        Err(e) => return Err(GateError::Fetch(e)),
-    };
-    let shape: ManifestShape = match serde_json::from_slice(&manifest.bytes) {
-        Ok(s) => s,
-        Err(_) => {
-            found
-                .skipped
-                .push(format!("{} is not a signature manifest", manifest.digest));
+    let manifest = match source.manifest(sigs, &tag).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(()),
+        Err(SourceError::Malformed(e)) => {
+            found.skipped.push(format!(
+                "the .sig manifest is not a valid manifest: {}",
+                crate::error::chain(&e)
+            ));
             return Ok(());
         }
+        Err(e) => return Err(e.into()),
     };
-    if shape.layers.len() > MAX_SIGNATURE_LAYERS {
+    let layers = manifest.parsed.layers();
+    if manifest.parsed.is_index() {
+        found
+            .skipped
+            .push(format!("{} is not a signature manifest", manifest.digest));
+        return Ok(());
+    }
+    if layers.len() > MAX_SIGNATURE_LAYERS {
         found.skipped.push(format!(
             "{} has {} layers; only the first {MAX_SIGNATURE_LAYERS} were read",
             manifest.digest,
-            shape.layers.len()
+            layers.len()
         ));
     }
-    for layer in shape.layers.into_iter().take(MAX_SIGNATURE_LAYERS) {
-        let Ok(digest) = layer.digest.parse::<Digest>() else {
-            found.skipped.push(format!(
-                "a .sig layer has an invalid digest {:?}",
-                layer.digest
-            ));
-            continue;
-        };
+    for layer in layers.iter().take(MAX_SIGNATURE_LAYERS) {
         if layer.media_type != SIMPLE_SIGNING {
             found.skipped.push(format!(
-                ".sig layer {digest} has media type {:?}",
-                layer.media_type
+                ".sig layer {} has media type {:?}",
+                layer.digest, layer.media_type
             ));
             continue;
         }
-        let Some(signature) = layer.annotations.get(ANN_SIGNATURE).cloned() else {
-            found.skipped.push(format!(
-                ".sig layer {digest} carries no signature annotation"
-            ));
-            continue;
-        };
-        let payload = match read_blob(cache, sigs, &digest, layer.size, MAX_PAYLOAD).await {
-            Ok(p) => p,
-            Err(GateError::Fetch(e)) if !absent(&e) => return Err(GateError::Fetch(e)),
-            Err(e) => {
-                found
-                    .skipped
-                    .push(format!(".sig layer {digest}: {}", crate::error::chain(&e)));
-                continue;
-            }
-        };
-        found.evidence.push(Evidence::Legacy {
-            layer: digest,
-            payload,
-            signature,
-            certificate: layer.annotations.get(ANN_CERTIFICATE).cloned(),
-            chain: layer.annotations.get(ANN_CHAIN).cloned(),
-            rekor_bundle: layer.annotations.get(ANN_BUNDLE).cloned(),
-        });
+        match layer_evidence(
+            source,
+            sigs,
+            &manifest.digest,
+            ArtifactLayer::SimpleSigning,
+            layer,
+        )
+        .await?
+        {
+            Ok(e) => found.evidence.push(e),
+            Err(why) => found.skipped.push(format!(".sig {why}")),
+        }
     }
     Ok(())
 }
 
 /// Sigstore bundles attached to `subject` as referrers.
 pub async fn referrers(
-    cache: &Cache,
+    source: &dyn Source,
     sigs: &Target,
     subject: &Digest,
     found: &mut Found,
 ) -> Result<(), GateError> {
-    let index = match cache.referrers(sigs, subject).await {
-        Ok((bytes, _)) => bytes,
-        Err(e) if absent(&e) => return Ok(()),
-        Err(e) => return Err(GateError::Fetch(e)),
+    let list = match source.referrers(sigs, subject).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(()),
+        Err(SourceError::Malformed(e)) => {
+            found.skipped.push(format!(
+                "the referrers list is not a valid index: {}",
+                crate::error::chain(&e)
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
     };
-    let Ok(index) = serde_json::from_slice::<ManifestShape>(&index) else {
-        found
-            .skipped
-            .push("the referrers list is not an image index".to_owned());
-        return Ok(());
-    };
-    let bundles: Vec<_> = index
-        .manifests
-        .into_iter()
+    let bundles: Vec<&Descriptor> = list
+        .parsed
+        .children()
+        .iter()
         .filter(|d| {
             d.artifact_type
                 .as_deref()
@@ -252,41 +254,39 @@ pub async fn referrers(
         ));
     }
     for d in bundles.into_iter().take(MAX_REFERRERS) {
-        let Ok(digest) = d.digest.parse::<Digest>() else {
-            found
-                .skipped
-                .push(format!("a referrer has an invalid digest {:?}", d.digest));
-            continue;
-        };
-        let manifest = match cache
+        let digest = &d.digest;
+        let manifest: Manifest = match source
             .manifest(sigs, &Reference::Digest(digest.clone()))
             .await
         {
-            Ok((m, _)) => m,
-            Err(e) if absent(&e) => {
+            Ok(Some(m)) => m,
+            Ok(None) => {
                 found
                     .skipped
                     .push(format!("bundle referrer {digest} is listed but not found"));
                 continue;
             }
-            Err(e) => return Err(GateError::Fetch(e)),
+            // A referrer that exists but does not parse is junk beside the
+            // others, not a reason to stop looking.
+            Err(SourceError::Malformed(e)) => {
+                found.skipped.push(format!(
+                    "bundle referrer {digest} is not a valid manifest: {}",
+                    crate::error::chain(&e)
+                ));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
-        let shape: Option<ManifestShape> = serde_json::from_slice(&manifest.bytes).ok();
-        let Some(shape) = shape else {
-            found
-                .skipped
-                .push(format!("bundle referrer {digest} is not a manifest"));
-            continue;
-        };
-        if shape.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject.to_string().as_str()) {
+        if manifest.parsed.subject.as_ref().map(|s| &s.digest) != Some(subject) {
             found
                 .skipped
                 .push(format!("bundle referrer {digest} names another subject"));
             continue;
         }
-        let Some(layer) = shape
-            .layers
-            .into_iter()
+        let Some(layer) = manifest
+            .parsed
+            .layers()
+            .iter()
             .find(|l| BUNDLE_TYPES.contains(&l.media_type.as_str()))
         else {
             found
@@ -294,22 +294,20 @@ pub async fn referrers(
                 .push(format!("bundle referrer {digest} has no bundle layer"));
             continue;
         };
-        let Ok(layer_digest) = layer.digest.parse::<Digest>() else {
-            found.skipped.push(format!(
-                "bundle referrer {digest} has an invalid layer digest"
-            ));
-            continue;
-        };
-        match read_blob(cache, sigs, &layer_digest, layer.size, MAX_BUNDLE).await {
-            Ok(json) => found.evidence.push(Evidence::Bundle {
-                manifest: digest,
+        match read_blob(source, sigs, layer, MAX_BUNDLE).await {
+            Ok(Some(json)) => found.evidence.push(Evidence::Bundle {
+                manifest: digest.clone(),
                 json,
             }),
-            Err(GateError::Fetch(e)) if !absent(&e) => return Err(GateError::Fetch(e)),
-            Err(e) => found.skipped.push(format!(
+            Ok(None) => found.skipped.push(format!(
+                "bundle referrer {digest}: its bundle {} is not found",
+                layer.digest
+            )),
+            Err(e @ GateError::TooLarge(_)) => found.skipped.push(format!(
                 "bundle referrer {digest}: {}",
                 crate::error::chain(&e)
             )),
+            Err(e) => return Err(e),
         }
     }
     Ok(())

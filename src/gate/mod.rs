@@ -5,50 +5,71 @@
 //! (first match in file order, else the policy's default), and in enforce or
 //! warn mode looks for signatures ([`discover`]) and checks them
 //! ([`verify`]) against the rule's signers, counting distinct signers
-//! toward the threshold. Results are cached as verdicts keyed by (policy
-//! fingerprint, reference, digest), so a changed policy never reuses an old
-//! answer. An index that verifies covers the children it lists, in that
-//! repository, unless the rule says `per_platform`. Manifests that cannot be
-//! run (signature, attestation and SBOM artifacts: no filesystem layers) and
-//! the referrers tag-schema index pass unchecked, so `cosign verify` works
-//! through portcullis. Every decision is one audit line and one count in
-//! `portcullis_policy_decisions_total`. Blobs are not gated: a blob is only
-//! reachable through a manifest the client already got. This module must not
+//! toward the threshold ([`image`]). Nothing passes on its shape: a manifest
+//! that claims to be a signature or attestation artifact (the one list is
+//! [`crate::media::artifact_layer`]) passes without a signature of its own
+//! only once every one of its layers has verified as what it claims, by a
+//! signer the policy trusts for its repository ([`artifact`]); anything else
+//! is gated like an image. The referrers tag-schema index (`<alg>-<hex>`) is
+//! served unchecked, because every manifest it lists is gated on its own
+//! when fetched. An index that verifies covers the children it lists, in
+//! that repository, unless the rule says `per_platform`.
+//!
+//! Results are cached as verdicts keyed by (build, policy fingerprint,
+//! reference, digest), so neither a changed policy nor a fixed verifier
+//! ever reuses an old answer. Everything the gate reads comes through the
+//! [`Source`] and [`Verdicts`] interfaces. Every decision is one audit line
+//! and one count in `portcullis_policy_decisions_total`. This module must not
 //! build HTTP responses.
 
+pub mod artifact;
 pub mod discover;
+pub mod image;
 mod reload;
+pub mod source;
 pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cache::fill::BoxError;
-use crate::cache::manifests::Manifest;
-use crate::cache::{Cache, CacheError};
+use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 use crate::digest::Digest;
-use crate::media::{DOCKER_LIST, OCI_INDEX};
+use crate::manifest::{Manifest, ManifestError};
 use crate::metrics::Metrics;
 use crate::policy::{Default, Mode, Policy, Rule};
 use crate::reference::Reference;
 use crate::router::{RouteError, Router, Target};
 pub use reload::spawn_reloader;
+pub use source::{Source, SourceError, TooLarge, Verdicts};
 
 /// Why signatures could not be examined.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
     #[error("fetching signatures failed")]
-    Fetch(#[source] CacheError),
-    #[error("reading a signature artifact failed")]
-    Stream(#[source] BoxError),
-    #[error("{what} is larger than {max} bytes")]
-    TooLarge { what: String, max: u64 },
+    Fetch(#[source] BoxError),
+    #[error(transparent)]
+    TooLarge(TooLarge),
+    #[error("the bytes of {0} do not match it")]
+    Corrupt(Digest),
+    #[error("a signature manifest is not valid")]
+    Malformed(#[source] ManifestError),
     #[error("the rule's signature_repository cannot be used")]
     SignatureRepository(#[source] RouteError),
+}
+
+impl From<SourceError> for GateError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Malformed(m) => GateError::Malformed(m),
+            SourceError::TooLarge(t) => GateError::TooLarge(t),
+            SourceError::Corrupt { digest } => GateError::Corrupt(digest),
+            SourceError::Fetch(f) => GateError::Fetch(f),
+        }
+    }
 }
 
 /// What the gate decided.
@@ -63,7 +84,8 @@ pub enum Outcome {
     Covered,
     /// A rule (or the default) allows it without checks.
     Allowed,
-    /// A signature or attestation artifact, passed through.
+    /// A signature or attestation artifact whose every layer verified, or
+    /// the referrers list (tag schema).
     Exempt,
     /// Checks failed, served anyway (warn mode).
     Warned,
@@ -124,9 +146,9 @@ impl Decision {
     }
 }
 
-/// The cached result of checking signatures (the mode is applied afresh).
+/// The result of checking a digest's evidence (the mode is applied afresh).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-enum Verification {
+pub enum Verification {
     Verified {
         signers: Vec<String>,
         checked: usize,
@@ -134,10 +156,66 @@ enum Verification {
     Covered {
         index: String,
     },
+    /// A signature or attestation artifact whose every layer verified.
+    Artifact {
+        kind: String,
+        signers: Vec<String>,
+        checked: usize,
+    },
     Failed {
         reason: String,
         checked: usize,
+        /// Signers that did verify, short of the threshold.
+        #[serde(default)]
+        signers: Vec<String>,
     },
+}
+
+/// The identity of this build, part of every verdict key: the version and
+/// a hash of the executable, so a rebuilt verifier never trusts verdicts an
+/// older one made. Computed once (reads the executable: call it from a
+/// blocking context first).
+pub fn build_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use sha2::Digest as _;
+        let exe = std::env::current_exe().and_then(std::fs::read);
+        match exe {
+            Ok(bytes) => {
+                let hash = sha2::Sha256::digest(&bytes);
+                let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{}+{hex}", env!("CARGO_PKG_VERSION"))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the executable to identify this build; verdicts are keyed by the version alone");
+                env!("CARGO_PKG_VERSION").to_owned()
+            }
+        }
+    })
+}
+
+/// Where a verdict is cached: it depends on the build, the policy, the
+/// repository (rules match references), what was checked and the digest.
+fn verdict_key(policy: &Policy, kind: &str, target: &Target, digest: &Digest) -> String {
+    format!(
+        "{} {} {kind} {} {digest}",
+        build_id(),
+        policy.fingerprint,
+        target.reference()
+    )
+}
+
+/// Is this the referrers list under the tag schema (`<alg>-<hex>`)?
+fn referrers_list(requested: &Reference, manifest: &Manifest) -> bool {
+    let Reference::Tag(t) = requested else {
+        return false;
+    };
+    manifest.parsed.is_index()
+        && t.as_str().split_once('-').is_some_and(|(alg, hex)| {
+            matches!(alg, "sha256" | "sha512")
+                && !hex.is_empty()
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
 }
 
 /// The policy gate.
@@ -145,94 +223,37 @@ pub struct Gate {
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
     upstreams: Vec<UpstreamConfig>,
-    cache: Cache,
+    source: Arc<dyn Source>,
+    verdicts: Arc<dyn Verdicts>,
     router: Arc<Router>,
     metrics: Metrics,
+    clock: Clock,
 }
 
-/// Layer media types that unpack to a container filesystem.
-fn is_filesystem_layer(media_type: &str) -> bool {
-    media_type.contains("tar")
-        || media_type.starts_with("application/vnd.oci.image.layer")
-        || media_type.starts_with("application/vnd.docker.image.rootfs")
-}
-
-/// Why a manifest passes unchecked, if it does.
-fn exemption(requested: &Reference, manifest: &Manifest) -> Option<&'static str> {
-    let is_index = &*manifest.media_type == OCI_INDEX || &*manifest.media_type == DOCKER_LIST;
-    if is_index {
-        let referrers_tag = match requested {
-            Reference::Tag(t) => t.as_str().split_once('-').is_some_and(|(alg, hex)| {
-                matches!(alg, "sha256" | "sha512")
-                    && !hex.is_empty()
-                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            }),
-            Reference::Digest(_) => false,
-        };
-        return referrers_tag.then_some("a referrers list (tag schema)");
-    }
-    #[derive(Deserialize)]
-    struct Layer {
-        #[serde(rename = "mediaType", default)]
-        media_type: String,
-    }
-    #[derive(Deserialize)]
-    struct Shape {
-        #[serde(default)]
-        layers: Vec<Layer>,
-    }
-    let shape: Shape = serde_json::from_slice(&manifest.bytes).ok()?;
-    (!shape
-        .layers
-        .iter()
-        .any(|l| is_filesystem_layer(&l.media_type)))
-    .then_some("not runnable: a signature, attestation or other artifact without filesystem layers")
-}
-
-/// Where a verdict is cached: it depends on the policy, the repository
-/// (rules match references) and the digest.
-fn verdict_key(policy: &Policy, target: &Target, digest: &Digest) -> String {
-    format!("{} {} {digest}", policy.fingerprint, target.reference())
-}
-
-/// Children an index lists.
-fn index_children(manifest: &Manifest) -> Vec<Digest> {
-    #[derive(Deserialize)]
-    struct Child {
-        digest: String,
-    }
-    #[derive(Deserialize)]
-    struct Index {
-        #[serde(default)]
-        manifests: Vec<Child>,
-    }
-    serde_json::from_slice::<Index>(&manifest.bytes)
-        .map(|i| {
-            i.manifests
-                .iter()
-                .filter_map(|c| c.digest.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// What a gate is built from.
+pub struct GateParts {
+    pub policy: Policy,
+    /// Where the policy was loaded from (reloads re-read it).
+    pub policy_path: PathBuf,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub source: Arc<dyn Source>,
+    pub verdicts: Arc<dyn Verdicts>,
+    pub router: Arc<Router>,
+    pub metrics: Metrics,
+    pub clock: Clock,
 }
 
 impl Gate {
-    /// A gate with `policy`, loaded from `policy_path` (reloads re-read it).
-    pub fn new(
-        policy: Policy,
-        policy_path: PathBuf,
-        upstreams: Vec<UpstreamConfig>,
-        cache: Cache,
-        router: Arc<Router>,
-        metrics: Metrics,
-    ) -> Gate {
+    pub fn new(parts: GateParts) -> Gate {
         Gate {
-            policy: RwLock::new(Arc::new(policy)),
-            policy_path,
-            upstreams,
-            cache,
-            router,
-            metrics,
+            policy: RwLock::new(Arc::new(parts.policy)),
+            policy_path: parts.policy_path,
+            upstreams: parts.upstreams,
+            source: parts.source,
+            verdicts: parts.verdicts,
+            router: parts.router,
+            metrics: parts.metrics,
+            clock: parts.clock,
         }
     }
 
@@ -293,47 +314,97 @@ impl Gate {
                     checked,
                 }
             };
-        if let Some(why) = exemption(requested, manifest) {
-            return decision(Outcome::Exempt, None, why.to_owned(), Vec::new(), 0);
-        }
-        let Some(rule) = policy.rule_for(&reference) else {
-            let (outcome, reason) = match policy.default {
-                Default::Allow => (
-                    Outcome::Allowed,
-                    "no rule matches this image; the default is allow",
-                ),
-                Default::Warn => (
-                    Outcome::Warned,
-                    "no rule matches this image; the default is warn",
-                ),
-                Default::Deny => (
-                    Outcome::Denied,
-                    "no rule matches this image and the default is deny",
-                ),
-            };
-            return decision(outcome, None, reason.to_owned(), Vec::new(), 0);
-        };
-        let mode = rule.mode_at(SystemTime::now());
-        if mode == Mode::Allow {
+        if referrers_list(requested, manifest) {
             return decision(
-                Outcome::Allowed,
-                Some(rule),
-                "the rule allows it without checks".into(),
+                Outcome::Exempt,
+                None,
+                "a referrers list (tag schema): every manifest it lists is checked when fetched"
+                    .into(),
                 Vec::new(),
                 0,
             );
         }
-        if rule.allow_digests.contains(digest) {
+        let rule = policy.rule_for(&reference);
+        let mode = rule.map(|r| r.mode_at(self.clock.now()));
+        match (rule, mode) {
+            (Some(r), Some(Mode::Allow)) => {
+                return decision(
+                    Outcome::Allowed,
+                    Some(r),
+                    "the rule allows it without checks".into(),
+                    Vec::new(),
+                    0,
+                );
+            }
+            (None, _) if policy.default == Default::Allow => {
+                return decision(
+                    Outcome::Allowed,
+                    None,
+                    "no rule matches this image; the default is allow".into(),
+                    Vec::new(),
+                    0,
+                );
+            }
+            _ => {}
+        }
+        if let Some(r) = rule
+            && r.allow_digests.contains(digest)
+        {
             // A pinned index vouches for its children as a verified one does.
-            self.remember(&policy, rule, target, manifest, None).await;
+            self.remember(&policy, r, target, manifest, None).await;
             return decision(
                 Outcome::Pinned,
-                Some(rule),
+                Some(r),
                 "the digest is pinned in allow_digests".into(),
                 Vec::new(),
                 0,
             );
         }
+        // A signature or attestation artifact passes only as verified content.
+        let mut artifact_failure = None;
+        if let Some(kind) = manifest.parsed.artifact() {
+            match self
+                .artifact_verification(&policy, target, manifest, kind)
+                .await
+            {
+                Some(Verification::Artifact {
+                    kind,
+                    signers,
+                    checked,
+                }) => {
+                    let reason = format!("{kind} whose every layer verified");
+                    return decision(Outcome::Exempt, rule, reason, signers, checked);
+                }
+                Some(Verification::Failed { reason, .. }) => {
+                    artifact_failure =
+                        Some(format!("not verified as {}: {reason}", kind.describe()))
+                }
+                _ => {}
+            }
+        }
+        let with_artifact = |reason: String| match &artifact_failure {
+            Some(a) => format!("{a}; as an image: {reason}"),
+            None => reason,
+        };
+        let (Some(rule), Some(mode)) = (rule, mode) else {
+            let (outcome, reason) = match policy.default {
+                Default::Warn => (
+                    Outcome::Warned,
+                    "no rule matches this image; the default is warn",
+                ),
+                _ => (
+                    Outcome::Denied,
+                    "no rule matches this image and the default is deny",
+                ),
+            };
+            return decision(
+                outcome,
+                None,
+                with_artifact(reason.to_owned()),
+                Vec::new(),
+                0,
+            );
+        };
         let verification = self.verification(&policy, rule, target, manifest).await;
         match verification {
             Verification::Verified { signers, checked } => {
@@ -348,21 +419,67 @@ impl Gate {
                 let reason = format!("listed by the verified index {index}");
                 decision(Outcome::Covered, Some(rule), reason, Vec::new(), 0)
             }
-            Verification::Failed { reason, checked } => {
+            Verification::Artifact { .. } => decision(
+                Outcome::Denied,
+                Some(rule),
+                "an artifact verdict where an image verdict was expected".into(),
+                Vec::new(),
+                0,
+            ),
+            Verification::Failed {
+                reason,
+                checked,
+                signers,
+            } => {
                 let outcome = if mode == Mode::Enforce {
                     Outcome::Denied
                 } else {
                     Outcome::Warned
                 };
+                let reason = with_artifact(reason);
                 let reason = match (mode, rule.enforce_from) {
                     (Mode::Warn, Some(_)) => {
                         format!("{reason} (warn only until the rule's enforce_from date)")
                     }
                     _ => reason,
                 };
-                decision(outcome, Some(rule), reason, Vec::new(), checked)
+                decision(outcome, Some(rule), reason, signers, checked)
             }
         }
+    }
+
+    /// A cached verification, if it can be used.
+    fn cached(&self, key: &str) -> Option<Verification> {
+        self.verdicts
+            .get(key)
+            .and_then(|v| serde_json::from_slice::<Verification>(&v).ok())
+    }
+
+    /// The artifact check for a manifest that claims to be a signature
+    /// artifact, from the verdict cache or fresh; `None` when no rule could
+    /// vouch for artifacts in this repository.
+    async fn artifact_verification(
+        &self,
+        policy: &Arc<Policy>,
+        target: &Target,
+        manifest: &Manifest,
+        kind: crate::media::ArtifactLayer,
+    ) -> Option<Verification> {
+        let rules = policy.artifact_rules(&target.reference());
+        if rules.is_empty() {
+            return None;
+        }
+        let key = verdict_key(policy, "artifact", target, &manifest.digest);
+        if let Some(v) = self.cached(&key) {
+            return Some(v);
+        }
+        let fresh = artifact::verify(&*self.source, policy, &rules, target, manifest, kind).await;
+        let ttl = match &fresh {
+            Verification::Failed { .. } => policy.failure_ttl,
+            _ => policy.verdict_ttl,
+        };
+        self.put_verdicts(vec![(key, ttl, encode(&fresh))]).await;
+        Some(fresh)
     }
 
     /// The verification result for this digest, from the verdict cache or fresh.
@@ -373,75 +490,10 @@ impl Gate {
         target: &Target,
         manifest: &Manifest,
     ) -> Verification {
-        let key = verdict_key(policy, target, &manifest.digest);
-        if let Some(cached) = self.cache.verdict(&key)
-            && let Ok(v) = serde_json::from_slice::<Verification>(&cached)
-        {
+        let key = verdict_key(policy, "image", target, &manifest.digest);
+        if let Some(v) = self.cached(&key) {
             return v;
         }
-        let fresh = self
-            .verify_signatures(policy, rule, target, &manifest.digest)
-            .await;
-        self.remember(policy, rule, target, manifest, Some(&fresh))
-            .await;
-        fresh
-    }
-
-    /// Cache a verification (if any) and, when the manifest passed (verified
-    /// or pinned), the coverage of the children an index lists.
-    async fn remember(
-        &self,
-        policy: &Policy,
-        rule: &Rule,
-        target: &Target,
-        manifest: &Manifest,
-        verification: Option<&Verification>,
-    ) {
-        let encode = |v: &Verification| serde_json::to_vec(v).expect("verdicts serialize");
-        let passed = !matches!(verification, Some(Verification::Failed { .. }));
-        let mut entries = Vec::new();
-        if let Some(v) = verification {
-            let ttl = if passed {
-                policy.verdict_ttl
-            } else {
-                policy.failure_ttl
-            };
-            entries.push((
-                verdict_key(policy, target, &manifest.digest),
-                ttl,
-                encode(v),
-            ));
-        }
-        if passed && !rule.per_platform {
-            let covered = Verification::Covered {
-                index: manifest.digest.to_string(),
-            };
-            for child in index_children(manifest) {
-                entries.push((
-                    verdict_key(policy, target, &child),
-                    policy.verdict_ttl,
-                    encode(&covered),
-                ));
-            }
-        }
-        if entries.is_empty() {
-            return;
-        }
-        if let Err(e) = self.cache.put_verdicts(entries).await {
-            // The verdict stands; it is only not remembered.
-            tracing::warn!(error = %crate::error::chain(&e), "could not cache a policy verdict");
-        }
-    }
-
-    /// Discover and check signatures: legacy `.sig` first, then referrers
-    /// (only when the threshold is not met yet).
-    async fn verify_signatures(
-        &self,
-        policy: &Arc<Policy>,
-        rule: &Rule,
-        target: &Target,
-        digest: &Digest,
-    ) -> Verification {
         let sigs = match &rule.signature_repository {
             None => target.clone(),
             Some(repo) => match self.router.resolve_image(repo) {
@@ -454,61 +506,65 @@ impl Gate {
                             crate::error::chain(&e)
                         ),
                         checked: 0,
+                        signers: Vec::new(),
                     };
                 }
             },
         };
-        let mut found = discover::Found::default();
-        let mut tally = verify::Tally::default();
-        for step in [Step::Legacy, Step::Referrers] {
-            let before = found.evidence.len();
-            let fetched = match step {
-                Step::Legacy => discover::legacy(&self.cache, &sigs, digest, &mut found).await,
-                Step::Referrers => {
-                    discover::referrers(&self.cache, &sigs, digest, &mut found).await
-                }
-            };
-            if let Err(e) = fetched {
-                return Verification::Failed {
-                    reason: format!("could not fetch signatures: {}", crate::error::chain(&e)),
-                    checked: tally.checked(),
-                };
-            }
-            // Cryptography is CPU work: keep it off the async threads.
-            let fresh: Vec<discover::Evidence> = found.evidence[before..].to_vec();
-            let (p, name, d) = (policy.clone(), rule.name.clone(), digest.clone());
-            let checked = tokio::task::spawn_blocking(move || {
-                let rule = p
-                    .rule_index(&name)
-                    .map(|i| &p.rules[i])
-                    .expect("the rule is in its policy");
-                fresh
-                    .iter()
-                    .map(|e| verify::check(e, &d, &rule.signers))
-                    .collect::<Vec<_>>()
-            })
+        let index = policy
+            .rule_index(&rule.name)
+            .expect("the rule is in its policy");
+        let fresh = image::verify(&*self.source, policy, index, &sigs, &manifest.digest).await;
+        self.remember(policy, rule, target, manifest, Some(&fresh))
             .await;
-            match checked {
-                Ok(checked) => checked
-                    .into_iter()
-                    .for_each(|c| tally.add(&rule.signers, c)),
-                Err(e) => {
-                    return Verification::Failed {
-                        reason: format!("signature verification failed to run: {e}"),
-                        checked: tally.checked(),
-                    };
-                }
-            }
-            if tally.distinct() >= rule.threshold {
-                return Verification::Verified {
-                    signers: tally.signers(),
-                    checked: tally.checked(),
-                };
+        fresh
+    }
+
+    async fn put_verdicts(&self, entries: Vec<(String, std::time::Duration, Vec<u8>)>) {
+        if let Err(e) = self.verdicts.put(entries).await {
+            // The verdict stands; it is only not remembered.
+            tracing::warn!(error = %crate::error::chain(&*e), "could not cache a policy verdict");
+        }
+    }
+
+    /// Cache a verification (if any) and, when the manifest passed (verified
+    /// or pinned), the coverage of the children an index lists.
+    async fn remember(
+        &self,
+        policy: &Policy,
+        rule: &Rule,
+        target: &Target,
+        manifest: &Manifest,
+        verification: Option<&Verification>,
+    ) {
+        let passed = !matches!(verification, Some(Verification::Failed { .. }));
+        let mut entries = Vec::new();
+        if let Some(v) = verification {
+            let ttl = if passed {
+                policy.verdict_ttl
+            } else {
+                policy.failure_ttl
+            };
+            entries.push((
+                verdict_key(policy, "image", target, &manifest.digest),
+                ttl,
+                encode(v),
+            ));
+        }
+        if passed && !rule.per_platform {
+            let covered = Verification::Covered {
+                index: manifest.digest.to_string(),
+            };
+            for child in manifest.parsed.children() {
+                entries.push((
+                    verdict_key(policy, "image", target, &child.digest),
+                    policy.verdict_ttl,
+                    encode(&covered),
+                ));
             }
         }
-        Verification::Failed {
-            reason: tally.failure_reason(rule.threshold, &found.skipped),
-            checked: tally.checked(),
+        if !entries.is_empty() {
+            self.put_verdicts(entries).await;
         }
     }
 
@@ -518,10 +574,8 @@ impl Gate {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Step {
-    Legacy,
-    Referrers,
+fn encode(v: &Verification) -> Vec<u8> {
+    serde_json::to_vec(v).expect("verdicts serialize")
 }
 
 #[cfg(test)]
@@ -529,55 +583,35 @@ mod tests {
     use super::*;
     use crate::digest::Algorithm;
 
-    fn manifest(media_type: &str, json: &str) -> Manifest {
-        Manifest {
-            digest: Digest::of(Algorithm::Sha256, json.as_bytes()),
-            media_type: media_type.into(),
-            bytes: bytes::Bytes::from(json.to_owned()),
-        }
+    fn manifest(json: &str) -> Manifest {
+        let bytes = bytes::Bytes::from(json.to_owned());
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        Manifest::check(&digest, bytes, None).unwrap()
     }
 
     #[test]
-    fn only_unrunnable_artifacts_are_exempt() {
+    fn only_an_index_under_the_referrers_tag_is_a_referrers_list() {
         let tag = |t: &str| Reference::Tag(t.parse().unwrap());
-        let sig = manifest(
-            crate::media::OCI_MANIFEST,
-            r#"{"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json"}]}"#,
+        let index = manifest(
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
         );
-        assert!(exemption(&tag("sha256-abc.sig"), &sig).is_some());
-        // A runnable image pushed under a signature-looking tag is still gated.
-        let image = manifest(
-            crate::media::OCI_MANIFEST,
-            r#"{"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip"}]}"#,
-        );
-        assert!(exemption(&tag("sha256-abc.sig"), &image).is_none());
-        let docker = manifest(
-            crate::media::DOCKER_MANIFEST,
-            r#"{"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip"}]}"#,
-        );
-        assert!(exemption(&tag("latest"), &docker).is_none());
-        let helm = manifest(
-            crate::media::OCI_MANIFEST,
-            r#"{"layers":[{"mediaType":"application/vnd.cncf.helm.chart.content.v1.tar+gzip"}]}"#,
-        );
-        assert!(
-            exemption(&tag("1.0"), &helm).is_none(),
-            "anything that unpacks as tar is gated"
-        );
-        // Indexes are gated, except the referrers list under its tag.
-        let index = manifest(OCI_INDEX, r#"{"manifests":[]}"#);
-        assert!(exemption(&tag("latest"), &index).is_none());
-        assert!(exemption(&tag("sha256-0123abcd"), &index).is_some());
-        assert!(exemption(&Reference::Digest(index.digest.clone()), &index).is_none());
+        assert!(referrers_list(&tag("sha256-0123abcd"), &index));
+        assert!(!referrers_list(&tag("latest"), &index));
+        assert!(!referrers_list(&tag("sha256-xyz"), &index));
+        assert!(!referrers_list(
+            &Reference::Digest(index.digest.clone()),
+            &index
+        ));
+        let d = Digest::of(Algorithm::Sha256, b"c");
+        let image = manifest(&format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"x","digest":"{d}","size":1}},"layers":[]}}"#
+        ));
+        assert!(!referrers_list(&tag("sha256-0123abcd"), &image));
     }
 
     #[test]
-    fn index_children_are_listed() {
-        let d = Digest::of(Algorithm::Sha256, b"child");
-        let index = manifest(
-            OCI_INDEX,
-            &format!(r#"{{"manifests":[{{"digest":"{d}"}},{{"digest":"junk"}}]}}"#),
-        );
-        assert_eq!(index_children(&index), vec![d]);
+    fn verdict_keys_name_the_build() {
+        let key = format!("{} ", build_id());
+        assert!(key.starts_with(env!("CARGO_PKG_VERSION")));
     }
 }

@@ -23,7 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use sigstore_verify::crypto::{KeyAlgorithm, SigningScheme, verify_signature};
 use sigstore_verify::types::{
-    Bundle, DerPublicKey, Sha256Hash, SignatureBytes, SignatureContent, Statement,
+    Bundle, DerPublicKey, DsseEnvelope, Sha256Hash, SignatureBytes, SignatureContent, Statement,
 };
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult};
 
@@ -48,20 +48,44 @@ pub struct Checked {
 
 /// The signed content a piece of evidence offers, once parsed.
 enum Signed {
-    /// A legacy simple-signing payload and its signature.
-    Legacy {
-        payload: Vec<u8>,
+    /// A signature over detached content, with cosign's legacy annotations:
+    /// a simple-signing payload, or a DSSE envelope's pre-authentication
+    /// encoding.
+    Detached {
+        /// What the plain signature is over.
+        message: Vec<u8>,
         signature: SignatureBytes,
-        /// The v0.1 bundle equivalent, when there is a log entry or a
-        /// certificate, declaring a SHA-256 message digest ...
-        bundle: Option<Box<Bundle>>,
-        /// ... and the same declaring SHA-384 (P-384 keys sign with it).
-        bundle_sha384: Option<Box<Bundle>>,
+        /// What the assembled bundle is verified against.
+        over: Over,
+        /// The v0.1 bundle equivalents, when there is a log entry or a
+        /// certificate: declaring a SHA-256 message digest first, then (for
+        /// simple-signing payloads) SHA-384, which P-384 keys sign with.
+        bundles: Vec<Bundle>,
         has_certificate: bool,
         has_log_entry: bool,
     },
-    /// A DSSE Sigstore bundle over the image digest.
-    Dsse(Bundle),
+    /// A Sigstore bundle over the subject's digest.
+    Bundle(Bundle),
+}
+
+/// What an assembled legacy bundle signs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// The payload bytes themselves (a message signature).
+    Payload,
+    /// The subject's digest, named by a DSSE statement.
+    Subject,
+}
+
+/// What a piece of evidence must prove about its subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// That the subject (an image being served) is signed: only cosign's
+    /// signature formats count, attestations do not.
+    Signature,
+    /// That the evidence itself (a signature or attestation artifact being
+    /// served) is signed content about the subject: attestations count.
+    Attachment,
 }
 
 fn pem_to_der(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -79,11 +103,35 @@ enum MessageDigest {
     Sha384,
 }
 
-/// Assemble the v0.1 bundle cosign's legacy annotations amount to.
-fn legacy_bundle(
+/// The content of a v0.1 bundle for a legacy simple-signing signature.
+fn message_signature(
     digest: MessageDigest,
     payload: &[u8],
     signature_b64: &str,
+) -> (&'static str, Value) {
+    let (algorithm, digest) = match digest {
+        MessageDigest::Sha256 => (
+            "SHA2_256",
+            sigstore_verify::crypto::sha256(payload).as_bytes().to_vec(),
+        ),
+        MessageDigest::Sha384 => (
+            "SHA2_384",
+            sigstore_verify::crypto::sha384(payload).as_bytes().to_vec(),
+        ),
+    };
+    (
+        "messageSignature",
+        json!({
+            "messageDigest": { "algorithm": algorithm, "digest": STANDARD.encode(digest) },
+            "signature": signature_b64,
+        }),
+    )
+}
+
+/// Assemble the v0.1 bundle cosign's legacy annotations amount to, around
+/// `content` (a message signature or a DSSE envelope).
+fn legacy_bundle(
+    content: (&'static str, Value),
     certificate: Option<&str>,
     chain: Option<&str>,
     rekor_bundle: Option<&str>,
@@ -136,30 +184,61 @@ fn legacy_bundle(
         }));
     }
     material["tlogEntries"] = json!(entries);
-    let (algorithm, digest) = match digest {
-        MessageDigest::Sha256 => (
-            "SHA2_256",
-            sigstore_verify::crypto::sha256(payload).as_bytes().to_vec(),
-        ),
-        MessageDigest::Sha384 => (
-            "SHA2_384",
-            sigstore_verify::crypto::sha384(payload).as_bytes().to_vec(),
-        ),
-    };
-    let bundle = json!({
+    let mut bundle = json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": material,
-        "messageSignature": {
-            "messageDigest": { "algorithm": algorithm, "digest": STANDARD.encode(digest) },
-            "signature": signature_b64,
-        }
     });
+    bundle[content.0] = content.1;
     Bundle::from_json(&bundle.to_string())
         .map_err(|e| format!("the signature does not form a valid bundle: {e}"))
 }
 
+/// The digest a piece of evidence says it signs: a legacy payload's
+/// `docker-manifest-digest`, a DSSE statement's first sha256 subject. A
+/// bundle names its subject in the manifest that carries it, not here.
+pub fn claimed_subject(evidence: &Evidence) -> Result<Digest, String> {
+    match evidence {
+        Evidence::Legacy { payload, .. } => {
+            let p: Value = serde_json::from_slice(payload)
+                .map_err(|_| "the payload is not JSON".to_owned())?;
+            p["critical"]["image"]["docker-manifest-digest"]
+                .as_str()
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| "the payload names no image digest".to_owned())
+        }
+        Evidence::Envelope { json, .. } => {
+            let envelope = envelope(json)?;
+            let statement = statement(envelope.payload.as_bytes())?;
+            statement
+                .subject
+                .iter()
+                .find_map(|s| s.digest.sha256.as_ref())
+                .and_then(|h| format!("sha256:{}", h.to_hex()).parse().ok())
+                .ok_or_else(|| "the statement names no sha256 subject".to_owned())
+        }
+        Evidence::Bundle { .. } => Err("a bundle's subject is named by its manifest".to_owned()),
+    }
+}
+
+fn envelope(json: &[u8]) -> Result<DsseEnvelope, String> {
+    serde_json::from_slice(json).map_err(|e| format!("not a DSSE envelope: {e}"))
+}
+
+fn statement(payload: &[u8]) -> Result<Statement, String> {
+    serde_json::from_slice(payload)
+        .map_err(|_| "the DSSE payload is not an in-toto statement".to_owned())
+}
+
+/// cosign decodes with Go's base64, which skips line breaks.
+fn unwrapped(base64: &str) -> String {
+    base64
+        .chars()
+        .filter(|c| !matches!(c, '\r' | '\n'))
+        .collect()
+}
+
 /// Parse evidence and check what it claims to sign, before any cryptography.
-fn signed(evidence: &Evidence, subject: &Digest) -> Result<Signed, String> {
+fn signed(evidence: &Evidence, subject: &Digest, purpose: Purpose) -> Result<Signed, String> {
     match evidence {
         Evidence::Legacy {
             payload,
@@ -180,38 +259,77 @@ fn signed(evidence: &Evidence, subject: &Digest) -> Result<Signed, String> {
             if named != subject.to_string() {
                 return Err(format!("signed for another image ({named:?})"));
             }
-            // cosign decodes with Go's base64, which skips line breaks.
-            let signature: String = signature
-                .chars()
-                .filter(|c| !matches!(c, '\r' | '\n'))
-                .collect();
+            let signature = unwrapped(signature);
             let sig = SignatureBytes::from_base64(&signature)
                 .map_err(|_| "the signature is not base64".to_owned())?;
             let has_certificate = certificate.is_some();
             let has_log_entry = rekor_bundle.is_some();
             let build = |digest| {
                 legacy_bundle(
-                    digest,
-                    payload,
-                    &signature,
+                    message_signature(digest, payload, &signature),
                     certificate.as_deref(),
                     chain.as_deref(),
                     rekor_bundle.as_deref(),
                 )
             };
-            let (bundle, bundle_sha384) = if has_certificate || has_log_entry {
-                (
-                    Some(Box::new(build(MessageDigest::Sha256)?)),
-                    build(MessageDigest::Sha384).ok().map(Box::new),
-                )
+            let bundles = if has_certificate || has_log_entry {
+                std::iter::once(build(MessageDigest::Sha256)?)
+                    .chain(build(MessageDigest::Sha384).ok())
+                    .collect()
             } else {
-                (None, None)
+                Vec::new()
             };
-            Ok(Signed::Legacy {
-                payload: payload.to_vec(),
+            Ok(Signed::Detached {
+                message: payload.to_vec(),
                 signature: sig,
-                bundle,
-                bundle_sha384,
+                over: Over::Payload,
+                bundles,
+                has_certificate,
+                has_log_entry,
+            })
+        }
+        Evidence::Envelope {
+            json,
+            certificate,
+            chain,
+            rekor_bundle,
+            ..
+        } => {
+            if purpose == Purpose::Signature {
+                return Err("an attestation, not a signature".into());
+            }
+            if subject.algorithm() != Algorithm::Sha256 {
+                return Err("only sha256 subjects can be checked against attestations".into());
+            }
+            let parsed = envelope(json)?;
+            let statement = statement(parsed.payload.as_bytes())?;
+            let names_subject = statement
+                .subject
+                .iter()
+                .filter_map(|s| s.digest.sha256.as_ref())
+                .any(|h| h.to_hex() == subject.hex());
+            if !names_subject {
+                return Err("the statement is about another subject".into());
+            }
+            let has_certificate = certificate.is_some();
+            let has_log_entry = rekor_bundle.is_some();
+            let value: Value =
+                serde_json::from_slice(json).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+            let bundles = if has_certificate || has_log_entry {
+                vec![legacy_bundle(
+                    ("dsseEnvelope", value),
+                    certificate.as_deref(),
+                    chain.as_deref(),
+                    rekor_bundle.as_deref(),
+                )?]
+            } else {
+                Vec::new()
+            };
+            Ok(Signed::Detached {
+                message: parsed.pae(),
+                signature: parsed.signature.sig.clone(),
+                over: Over::Subject,
+                bundles,
                 has_certificate,
                 has_log_entry,
             })
@@ -221,23 +339,29 @@ fn signed(evidence: &Evidence, subject: &Digest) -> Result<Signed, String> {
                 std::str::from_utf8(json).map_err(|_| "the bundle is not UTF-8".to_owned())?;
             let bundle =
                 Bundle::from_json(text).map_err(|e| format!("not a valid Sigstore bundle: {e}"))?;
-            let SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
-                return Err(
-                    "a message-signature bundle cannot sign an image: expected DSSE".into(),
-                );
-            };
-            let statement: Statement = serde_json::from_slice(envelope.payload.as_bytes())
-                .map_err(|_| "the DSSE payload is not an in-toto statement".to_owned())?;
-            if statement.predicate_type != COSIGN_SIGN_PREDICATE {
-                return Err(format!(
-                    "an attestation (predicate {}), not a signature",
-                    statement.predicate_type
-                ));
+            match (&bundle.content, purpose) {
+                (SignatureContent::DsseEnvelope(envelope), _) => {
+                    let statement = statement(envelope.payload.as_bytes())?;
+                    if purpose == Purpose::Signature
+                        && statement.predicate_type != COSIGN_SIGN_PREDICATE
+                    {
+                        return Err(format!(
+                            "an attestation (predicate {}), not a signature",
+                            statement.predicate_type
+                        ));
+                    }
+                }
+                (_, Purpose::Signature) => {
+                    return Err(
+                        "a message-signature bundle cannot sign an image: expected DSSE".into(),
+                    );
+                }
+                (_, Purpose::Attachment) => {}
             }
             if subject.algorithm() != Algorithm::Sha256 {
                 return Err("only sha256 images can be checked against bundles".into());
             }
-            Ok(Signed::Dsse(bundle))
+            Ok(Signed::Bundle(bundle))
         }
     }
 }
@@ -353,16 +477,35 @@ fn verify_in_any_root<T, E: std::fmt::Display>(
     Err(first.unwrap_or_else(|| "no root to check it with".into()))
 }
 
+/// Verify an assembled legacy bundle against what it signs.
+fn verify_detached(
+    root: &Root,
+    bundle: &Bundle,
+    over: Over,
+    message: &[u8],
+    subject: &Digest,
+    policy: &(impl sigstore_verify::Policy + ?Sized),
+) -> Result<VerificationResult, String> {
+    let verified = match over {
+        Over::Payload => root.verifier.verify(message, bundle, policy),
+        Over::Subject => {
+            let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
+            root.verifier.verify(artifact, bundle, policy)
+        }
+    };
+    verified.map_err(|e| e.to_string())
+}
+
 /// Check one signer against parsed evidence: the signing identity, or why not.
 fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<String, String> {
     match (signer, signed) {
         (
             Signer::Key { key, tlog, roots },
-            Signed::Legacy {
-                payload,
+            Signed::Detached {
+                message,
                 signature,
-                bundle,
-                bundle_sha384,
+                over,
+                bundles,
                 has_certificate,
                 has_log_entry,
             },
@@ -373,37 +516,36 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                     key.name
                 ));
             }
-            match bundle {
-                Some(bundle) if *has_log_entry && !roots.is_empty() => {
-                    // A proof that is present must verify against a trusted log.
-                    let p384 = matches!(
-                        KeyAlgorithm::from_spki(&key.der),
-                        Ok(KeyAlgorithm::EcdsaP384)
-                    );
-                    let variants =
-                        std::iter::once(bundle).chain(bundle_sha384.iter().filter(|_| p384));
-                    let bundles: Vec<&Bundle> = variants.map(|b| &**b).collect();
-                    verify_in_any_root(roots, &bundles, |root, b| {
-                        root.verifier.verify(
-                            &payload[..],
-                            b,
-                            &PublicKeyVerificationPolicy::new(key.der.clone()),
-                        )
-                    })
+            if *has_log_entry && !bundles.is_empty() && !roots.is_empty() {
+                // A proof that is present must verify against a trusted log.
+                // P-384 keys sign simple-signing payloads with SHA-384.
+                let p384 = matches!(
+                    KeyAlgorithm::from_spki(&key.der),
+                    Ok(KeyAlgorithm::EcdsaP384)
+                );
+                let variants: Vec<&Bundle> = bundles
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i == 0 || p384)
+                    .map(|(_, b)| b)
+                    .collect();
+                let policy = PublicKeyVerificationPolicy::new(key.der.clone());
+                verify_in_any_root(roots, &variants, |root, b| {
+                    verify_detached(root, b, *over, message, subject, &policy)
+                })
+                .map_err(|e| format!("key {}: {e}", key.name))?;
+            } else if *tlog == Tlog::Required {
+                return Err(format!(
+                    "no transparency-log proof, and key {} requires one",
+                    key.name
+                ));
+            } else {
+                verify_with_key(&key.der, message, signature)
                     .map_err(|e| format!("key {}: {e}", key.name))?;
-                }
-                _ if *tlog == Tlog::Required => {
-                    return Err(format!(
-                        "no transparency-log proof, and key {} requires one",
-                        key.name
-                    ));
-                }
-                _ => verify_with_key(&key.der, payload, signature)
-                    .map_err(|e| format!("key {}: {e}", key.name))?,
             }
             Ok(format!("key {}", key.name))
         }
-        (Signer::Key { key, roots, .. }, Signed::Dsse(bundle)) => {
+        (Signer::Key { key, roots, .. }, Signed::Bundle(bundle)) => {
             if roots.is_empty() {
                 return Err(format!(
                     "a bundle's log entry needs a trusted root, and the policy has none (key {})",
@@ -428,15 +570,16 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                 subject: who,
                 workflow,
             },
-            Signed::Legacy {
-                payload,
-                bundle,
+            Signed::Detached {
+                message,
+                over,
+                bundles,
                 has_certificate,
                 has_log_entry,
                 ..
             },
         ) => {
-            let bundle = match (has_certificate, has_log_entry, bundle) {
+            let bundle = match (has_certificate, has_log_entry, bundles.first()) {
                 (false, _, _) => return Err("no certificate: not a keyless signature".into()),
                 (true, false, _) => {
                     return Err("a keyless signature without a transparency-log entry".into());
@@ -444,10 +587,9 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                 (true, true, Some(b)) => b,
                 (true, true, None) => return Err("no bundle".into()),
             };
-            let result = root
-                .verifier
-                .verify(&payload[..], bundle, &keyless_policy(root))
-                .map_err(|e| format!("root {}: {e}", root.name))?;
+            let result =
+                verify_detached(root, bundle, *over, message, subject, &keyless_policy(root))
+                    .map_err(|e| format!("root {}: {e}", root.name))?;
             keyless_identity(&result, issuer, who, workflow)
         }
         (
@@ -457,7 +599,7 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                 subject: who,
                 workflow,
             },
-            Signed::Dsse(bundle),
+            Signed::Bundle(bundle),
         ) => {
             let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
             let result = root
@@ -469,9 +611,14 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
     }
 }
 
-/// Check one piece of evidence against every signer.
-pub fn check(evidence: &Evidence, subject: &Digest, signers: &[Signer]) -> Checked {
-    let signed = match signed(evidence, subject) {
+/// Check one piece of evidence for `purpose` against every signer.
+pub fn check(
+    evidence: &Evidence,
+    subject: &Digest,
+    signers: &[Signer],
+    purpose: Purpose,
+) -> Checked {
+    let signed = match signed(evidence, subject, purpose) {
         Ok(s) => s,
         Err(why) => {
             return Checked {
@@ -674,7 +821,7 @@ mod tests {
             chain: None,
             rekor_bundle: None,
         };
-        let c = check(&evidence, &served, &[]);
+        let c = check(&evidence, &served, &[], Purpose::Signature);
         assert!(c.rejection.unwrap().contains("signed for another image"));
     }
 
@@ -700,7 +847,12 @@ mod tests {
             manifest: Digest::of(Algorithm::Sha256, b"m"),
             json: bundle.to_string().into(),
         };
-        let c = check(&evidence, &Digest::of(Algorithm::Sha256, b"s"), &[]);
+        let c = check(
+            &evidence,
+            &Digest::of(Algorithm::Sha256, b"s"),
+            &[],
+            Purpose::Signature,
+        );
         let why = c.rejection.unwrap();
         assert!(
             why.contains("an attestation") || why.contains("not a valid Sigstore bundle"),

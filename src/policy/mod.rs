@@ -242,6 +242,29 @@ impl Policy {
         self.rules.iter().find(|r| r.matches(reference))
     }
 
+    /// The rules whose signers vouch for signature artifacts stored in
+    /// `reference`: the rule it matches, then every rule whose
+    /// `signature_repository` it is (indexes into `rules`, rules with
+    /// signers only).
+    pub fn artifact_rules(&self, reference: &str) -> Vec<usize> {
+        let own = self.rules.iter().position(|r| r.matches(reference));
+        own.into_iter()
+            .chain(
+                self.rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.signature_repository.as_deref() == Some(reference))
+                    .map(|(i, _)| i),
+            )
+            .filter(|&i| !self.rules[i].signers.is_empty())
+            .fold(Vec::new(), |mut v, i| {
+                if !v.contains(&i) {
+                    v.push(i);
+                }
+                v
+            })
+    }
+
     /// The position of the rule named `name`.
     pub fn rule_index(&self, name: &str) -> Option<usize> {
         self.rules.iter().position(|r| r.name == name)

@@ -5,8 +5,12 @@
 //! segment `**` matches any number of whole segments (zero included), `*`
 //! inside a segment matches any run of characters except `/`. The first
 //! segment names a registry, so `trusted.io/*` can never match
-//! `evil.io/trusted.io/x`. Regexes are wrapped as `^(?:...)$` whatever the
-//! user wrote. This module must not know about signatures or upstreams.
+//! `evil.io/trusted.io/x`. Patterns are lowercase, as normalized references
+//! are (one with an uppercase letter could never match and is refused), and
+//! are compiled by `globset` into linear-time matchers. A regex must compile
+//! on its own before it is wrapped as `^(?:...)$`, so that no text can close
+//! the wrapper's group and escape the anchors. This module must not know
+//! about signatures or upstreams.
 
 use std::fmt;
 
@@ -27,24 +31,30 @@ pub enum PatternError {
     NoRegistry(String),
     #[error("pattern {0:?} holds characters that never appear in image references")]
     BadCharacters(String),
+    #[error(
+        "pattern {0:?} has uppercase letters: image references are normalized to lowercase, so it could never match; write {1:?}"
+    )]
+    Uppercase(String, String),
+    #[error("invalid pattern")]
+    Glob(#[source] globset::Error),
     #[error("invalid regular expression")]
     Regex(#[source] regex::Error),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Segment {
-    /// `**`: any number of segments.
-    Any,
-    /// Literal text and `*` wildcards within one segment, split on `*`.
-    Glob(Vec<String>),
-}
-
 /// A glob over normalized image references.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ImagePattern {
     text: String,
-    segments: Vec<Segment>,
+    matcher: globset::GlobSet,
 }
+
+impl PartialEq for ImagePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for ImagePattern {}
 
 fn looks_like_registry(segment: &str) -> bool {
     segment.contains('.') || segment.contains(':') || segment == "localhost"
@@ -70,6 +80,12 @@ impl ImagePattern {
         if !ok_chars {
             return Err(PatternError::BadCharacters(text.to_owned()));
         }
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(PatternError::Uppercase(
+                text.to_owned(),
+                text.to_ascii_lowercase(),
+            ));
+        }
         let mut parts: Vec<String> = text.split('/').map(str::to_owned).collect();
         if parts.iter().any(String::is_empty) {
             return Err(PatternError::EmptySegment(text.to_owned()));
@@ -78,38 +94,44 @@ impl ImagePattern {
         if !(first.contains('*') || looks_like_registry(first)) {
             return Err(PatternError::NoRegistry(text.to_owned()));
         }
-        // Registry names are case-insensitive and may be aliases.
+        // Registry names may be aliases.
         if !first.contains('*') {
-            let lower = first.to_ascii_lowercase();
-            let (name, hub) = canonical(&lower).unwrap_or((lower, false));
+            let (name, hub) = canonical(first).unwrap_or((first.clone(), false));
             parts[0] = name;
             // Docker Hub's short names: docker.io/alpine is docker.io/library/alpine.
             if hub && parts.len() == 2 && !parts[1].contains('*') {
                 parts.insert(1, "library".to_owned());
             }
         }
-        let mut segments = Vec::with_capacity(parts.len());
-        for p in &parts {
-            if p == "**" {
-                if segments.last() != Some(&Segment::Any) {
-                    segments.push(Segment::Any);
-                }
-            } else if p.contains("**") {
-                return Err(PatternError::DoubleStarInSegment(text.to_owned()));
-            } else {
-                segments.push(Segment::Glob(p.split('*').map(str::to_owned).collect()));
-            }
+        if parts.iter().any(|p| p != "**" && p.contains("**")) {
+            return Err(PatternError::DoubleStarInSegment(text.to_owned()));
+        }
+        // Consecutive `**` segments mean what one does.
+        parts.dedup_by(|a, b| a == "**" && b == "**");
+        let normalized = parts.join("/");
+        let glob = |p: &str| {
+            globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .backslash_escape(false)
+                .build()
+                .map_err(PatternError::Glob)
+        };
+        let mut set = globset::GlobSetBuilder::new();
+        set.add(glob(&normalized)?);
+        // globset's trailing `/**` needs one more segment; ours also
+        // matches none (`ghcr.io/acme/**` matches `ghcr.io/acme`).
+        if let Some(prefix) = normalized.strip_suffix("/**") {
+            set.add(glob(prefix)?);
         }
         Ok(ImagePattern {
-            text: parts.join("/"),
-            segments,
+            text: normalized,
+            matcher: set.build().map_err(PatternError::Glob)?,
         })
     }
 
     /// Does the normalized reference (`registry/repository`) match?
     pub fn matches(&self, reference: &str) -> bool {
-        let parts: Vec<&str> = reference.split('/').collect();
-        match_segments(&self.segments, &parts)
+        self.matcher.is_match(reference)
     }
 
     pub fn as_str(&self) -> &str {
@@ -123,39 +145,6 @@ impl fmt::Debug for ImagePattern {
     }
 }
 
-fn match_segments(pattern: &[Segment], parts: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => parts.is_empty(),
-        Some((Segment::Any, rest)) => {
-            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
-        }
-        Some((Segment::Glob(pieces), rest)) => match parts.split_first() {
-            Some((part, more)) => glob_segment(pieces, part) && match_segments(rest, more),
-            None => false,
-        },
-    }
-}
-
-/// Match one segment against literal pieces separated by `*`.
-fn glob_segment(pieces: &[String], text: &str) -> bool {
-    let (first, rest) = pieces
-        .split_first()
-        .expect("split yields at least one piece");
-    let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
-        return false;
-    };
-    let Some((last, middle)) = rest.split_last() else {
-        return remaining.is_empty();
-    };
-    for piece in middle {
-        match remaining.find(piece.as_str()) {
-            Some(i) => remaining = &remaining[i + piece.len()..],
-            None => return false,
-        }
-    }
-    remaining.len() >= last.len() && remaining.ends_with(last.as_str())
-}
-
 /// An exact string or a regex that must match the whole value.
 #[derive(Clone)]
 pub enum Matcher {
@@ -164,8 +153,11 @@ pub enum Matcher {
 }
 
 impl Matcher {
-    /// Compile `written` anchored at both ends, whatever it already says.
+    /// Compile `written` anchored at both ends, whatever it already says. It
+    /// must compile on its own first: `x)|(?:.*` would otherwise close the
+    /// wrapper's group and match anything.
     pub fn regex(written: &str) -> Result<Matcher, PatternError> {
+        Regex::new(written).map_err(PatternError::Regex)?;
         let regex = Regex::new(&format!("^(?:{written})$")).map_err(PatternError::Regex)?;
         Ok(Matcher::Regex {
             written: written.to_owned(),
@@ -251,7 +243,6 @@ mod tests {
     fn docker_hub_names_normalize() {
         assert!(pat("docker.io/alpine").matches("docker.io/library/alpine"));
         assert!(pat("index.docker.io/library/alpine").matches("docker.io/library/alpine"));
-        assert!(pat("Docker.IO/library/*").matches("docker.io/library/alpine"));
         assert!(!pat("docker.io/*").matches("docker.io/library/alpine"));
     }
 
@@ -265,6 +256,9 @@ mod tests {
             "ghcr.io/a**",
             "ghcr.io/a b",
             "ghcr.io/a?",
+            "ghcr.io/a[b]",
+            "ghcr.io/{a,b}",
+            "ghcr.io/a\\b",
         ] {
             assert!(
                 ImagePattern::parse(bad, canonical).is_err(),
@@ -289,5 +283,33 @@ mod tests {
         let m = Matcher::regex(r"^acme\.com$").unwrap();
         assert!(m.matches("acme.com") && !m.matches("xacme.com"));
         assert!(Matcher::regex("(").is_err());
+    }
+
+    #[test]
+    fn a_regex_cannot_close_the_anchoring_group() {
+        // Wrapped naively this is ^(?:x)|(?:.*)$: it matches everything.
+        for escape in ["x)|(?:.*", "x)|.*|(?:y", ".*)|(", "a)(b"] {
+            assert!(
+                Matcher::regex(escape).is_err(),
+                "{escape:?} compiled and would escape the anchors"
+            );
+        }
+    }
+
+    #[test]
+    fn uppercase_patterns_are_refused_with_the_fix() {
+        let e = ImagePattern::parse("Docker.IO/library/*", canonical).unwrap_err();
+        assert!(e.to_string().contains("\"docker.io/library/*\""), "{e}");
+        assert!(ImagePattern::parse("ghcr.io/Acme/**", canonical).is_err());
+    }
+
+    #[test]
+    fn many_double_stars_match_in_linear_time() {
+        // A backtracking matcher takes exponential time on this (the test
+        // would not finish); a compiled one answers at once.
+        let p = pat(&format!("ghcr.io/{}x", "**/a/".repeat(12)));
+        let long = format!("ghcr.io/{}b", "a/".repeat(200));
+        assert!(!p.matches(&long));
+        assert!(pat("ghcr.io/**/**/x").matches("ghcr.io/x"));
     }
 }

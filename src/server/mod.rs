@@ -32,8 +32,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::{App, Body};
 use crate::cache::{Cache, CacheError};
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::gate::Gate;
+use crate::gate::{Gate, GateParts};
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::upstream::{UpstreamError, Upstreams};
@@ -102,6 +103,11 @@ pub struct Bound {
 
 /// Open the cache, build upstream clients and bind the listeners.
 pub async fn bind(config: &Config) -> Result<Bound, ServerError> {
+    bind_with(config, Clock::system()).await
+}
+
+/// [`bind`], deciding by `clock` (a manual clock drives time in tests).
+pub async fn bind_with(config: &Config, clock: Clock) -> Result<Bound, ServerError> {
     let metrics = Metrics::new();
     let upstreams = Upstreams::new(&config.upstreams, &metrics).map_err(ServerError::Upstream)?;
     let cache = Cache::open(config, upstreams, metrics.clone())
@@ -119,14 +125,18 @@ pub async fn bind(config: &Config) -> Result<Bound, ServerError> {
                 rules = policy.rules.len(),
                 "policy loaded"
             );
-            let gate = Arc::new(Gate::new(
+            // The build's identity keys verdicts; it reads the executable.
+            let _ = tokio::task::spawn_blocking(crate::gate::build_id).await;
+            let gate = Arc::new(Gate::new(GateParts {
                 policy,
-                path.clone(),
-                config.upstreams.clone(),
-                cache.clone(),
-                router.clone(),
-                metrics.clone(),
-            ));
+                policy_path: path.clone(),
+                upstreams: config.upstreams.clone(),
+                source: Arc::new(cache.clone()),
+                verdicts: Arc::new(cache.clone()),
+                router: router.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+            }));
             crate::gate::spawn_reloader(gate.clone());
             Some(gate)
         }

@@ -6,11 +6,12 @@
 //!
 //! Every test loads a real policy file ([`PolicyText`], written into a
 //! tempdir, pointing at the fixture keys and trusted roots by absolute path),
-//! turns the fixture files into the [`Evidence`] discovery would produce from
-//! a `.sig` manifest's layers or a bundle referrer ([`discover`], [`bundle`]),
-//! and runs exactly what the gate runs ([`gate`]): [`verify::check`] per piece
-//! of evidence, [`Tally`] across them, and `distinct() >= threshold`. All of
-//! it is offline: no network is touched.
+//! puts the fixture files in an in-memory registry ([`Sigs`]: a `.sig`
+//! manifest, bundle referrers and their blobs, the way cosign pushes them),
+//! and runs the gate's own code over it through the [`Source`] interface:
+//! discovery, offline verification and the threshold ([`gate`]), or the whole
+//! gate on a served manifest ([`decide`]). All of it is offline: no network
+//! is touched.
 //!
 //! The corpus is read at run time from `$PORTCULLIS_FIXTURES`, or
 //! `../shared/fixtures` next to the crate; it is never copied into the repo.
@@ -21,19 +22,28 @@
 //! `image-sigstore-bundle/*` (both: `fixtures_bundles.rs`), and the anchoring
 //! of identity matchers against them (`fixtures_identity_anchoring.rs`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
+use portcullis::clock::Clock;
 use portcullis::config::{Config, UpstreamConfig};
 use portcullis::digest::{Algorithm, Digest};
-use portcullis::gate::discover::{Evidence, Found, SIMPLE_SIGNING};
-use portcullis::gate::verify::{self, Tally};
-use portcullis::policy::{Policy, Rule};
+use portcullis::gate::{
+    Decision, Gate, GateParts, Source, SourceError, TooLarge, Verdicts, Verification, image,
+};
+use portcullis::manifest::Manifest;
+use portcullis::metrics::Metrics;
+use portcullis::policy::Policy;
+use portcullis::reference::Reference;
+use portcullis::router::{Router, Target};
+use portcullis::store::BoxFuture;
 
 // ---------------------------------------------------------------------------
 // Locating the corpus
@@ -177,7 +187,8 @@ impl PolicyText {
         match Policy::load(&path, &upstreams()) {
             Ok(policy) => Ok(Loaded {
                 _dir: self.dir,
-                policy,
+                path,
+                policy: Arc::new(policy),
             }),
             Err(e) => {
                 let mut msg = e.to_string();
@@ -199,14 +210,20 @@ impl PolicyText {
 
 pub struct Loaded {
     _dir: tempfile::TempDir,
-    policy: Policy,
+    path: PathBuf,
+    pub policy: Arc<Policy>,
 }
 
 impl Loaded {
-    pub fn rule(&self) -> &Rule {
-        self.policy
+    /// The fixture rule's position (it matches docker.io).
+    pub fn rule_index(&self) -> usize {
+        let rule = self
+            .policy
             .rule_for("docker.io/library/alpine")
-            .expect("the fixture rule matches docker.io")
+            .expect("the fixture rule matches docker.io");
+        self.policy
+            .rule_index(&rule.name)
+            .expect("the rule is in its policy")
     }
 }
 
@@ -326,13 +343,11 @@ pub fn public_good_with_rekor_key(rel_pub: &str) -> Value {
 }
 
 // ---------------------------------------------------------------------------
-// Evidence, as discovery would build it
+// A registry holding the fixtures, as the gate reads it
 // ---------------------------------------------------------------------------
 
-pub const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
-pub const ANN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
-pub const ANN_CHAIN: &str = "dev.sigstore.cosign/chain";
-pub const ANN_BUNDLE: &str = "dev.sigstore.cosign/bundle";
+#[allow(unused_imports)]
+pub use portcullis::gate::discover::{ANN_BUNDLE, ANN_CERTIFICATE, ANN_CHAIN, ANN_SIGNATURE};
 
 pub fn sha256(bytes: &[u8]) -> Digest {
     Digest::of(Algorithm::Sha256, bytes)
@@ -347,70 +362,276 @@ pub fn manifest_digest(rel: &str) -> Digest {
     sha256(&read(rel))
 }
 
-/// One layer of a `.sig` manifest, before discovery's filtering.
+/// One layer of a `.sig` manifest: its media type, payload blob and annotations.
+#[derive(Clone)]
 pub struct Layer {
     pub media_type: String,
     pub payload: Vec<u8>,
     pub annotations: Value,
 }
 
-/// What discovery keeps of `.sig` layers: simple-signing layers with a
-/// signature annotation become evidence; anything else is skipped (this mirrors
-/// `discover::legacy`, which needs a live cache to call directly).
-pub fn discover(layers: Vec<Layer>) -> Found {
-    let mut found = Found::default();
-    for l in layers {
-        let layer = sha256(&l.payload);
-        if l.media_type != SIMPLE_SIGNING {
-            found.skipped.push(format!(
-                ".sig layer {layer} has media type {:?}",
-                l.media_type
-            ));
-            continue;
-        }
-        let ann = |k: &str| l.annotations[k].as_str().map(str::to_owned);
-        let Some(signature) = ann(ANN_SIGNATURE) else {
-            found.skipped.push(format!(
-                ".sig layer {layer} carries no signature annotation"
-            ));
-            continue;
-        };
-        found.evidence.push(Evidence::Legacy {
-            layer,
-            signature,
-            certificate: ann(ANN_CERTIFICATE),
-            chain: ann(ANN_CHAIN),
-            rekor_bundle: ann(ANN_BUNDLE),
-            payload: l.payload.into(),
-        });
-    }
-    found
+/// What a registry holds about one image: signature manifests, referrers
+/// and their blobs, built from fixture files. The gate reads it through the
+/// same [`Source`] interface it reads the cache through, so discovery and
+/// verification run exactly as in the server.
+#[derive(Clone, Default)]
+pub struct Sigs {
+    /// The `.sig` manifest: real bytes from the corpus, or built from layers.
+    sig: Option<SigManifest>,
+    /// Sigstore bundle files attached as referrers.
+    bundles: Vec<Vec<u8>>,
 }
 
-/// Layers of a connaisseur mock-registry `.sig` manifest; payloads come from
-/// `blobs/<digest>.json` and must hash to the layer digest (as the cache enforces).
-pub fn sig_manifest(case: &str, sig_manifest: &str) -> Vec<Layer> {
-    let m: Value = serde_json::from_slice(&read(&format!("{case}/manifests/{sig_manifest}")))
-        .expect("the .sig manifest is JSON");
-    m["layers"]
+#[derive(Clone)]
+enum SigManifest {
+    Real { bytes: Vec<u8>, blobs: Vec<Vec<u8>> },
+    Layers(Vec<Layer>),
+}
+
+impl Sigs {
+    /// How many layers the `.sig` manifest has.
+    pub fn layers(&self) -> usize {
+        match &self.sig {
+            None => 0,
+            Some(SigManifest::Layers(l)) => l.len(),
+            Some(SigManifest::Real { bytes, .. }) => {
+                let v: Value = serde_json::from_slice(bytes).expect("JSON");
+                v["layers"].as_array().map_or(0, Vec::len)
+            }
+        }
+    }
+
+    /// Change the `.sig` layers (to take a piece of a signature away, or to
+    /// damage one), rebuilding the manifest around them.
+    pub fn map_layers(mut self, f: impl Fn(&mut Layer)) -> Sigs {
+        if let Some(SigManifest::Layers(layers)) = &mut self.sig {
+            layers.iter_mut().for_each(f);
+        } else {
+            panic!("only built .sig manifests can be changed");
+        }
+        self
+    }
+
+    /// The registry content for `served`, and the signature artifacts in it
+    /// (the `.sig` manifest, then each bundle referrer manifest), as a
+    /// client such as `cosign verify` would fetch them.
+    pub fn artifacts(&self, served: &Digest) -> (FixtureSource, Vec<Vec<u8>>) {
+        let src = self.source(served);
+        let mut out = Vec::new();
+        if let Some(m) = src.manifests.get(&format!("sha256-{}.sig", served.hex())) {
+            out.push(m.clone());
+        }
+        for b in &self.bundles {
+            out.push(bundle_referrer(served, b).0);
+        }
+        (src, out)
+    }
+
+    /// The registry content for `served`.
+    pub fn source(&self, served: &Digest) -> FixtureSource {
+        let mut src = FixtureSource::default();
+        let sig_tag = format!("sha256-{}.sig", served.hex());
+        match &self.sig {
+            None => {}
+            Some(SigManifest::Real { bytes, blobs }) => {
+                src.manifests.insert(sig_tag, bytes.clone());
+                for b in blobs {
+                    src.blobs.insert(sha256(b), b.clone().into());
+                }
+            }
+            Some(SigManifest::Layers(layers)) => {
+                let config = br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+                src.blobs.insert(sha256(config), config.to_vec().into());
+                let descriptors: Vec<Value> = layers
+                    .iter()
+                    .map(|l| {
+                        src.blobs
+                            .insert(sha256(&l.payload), l.payload.clone().into());
+                        let mut d = json!({
+                            "mediaType": l.media_type,
+                            "size": l.payload.len(),
+                            "digest": sha256(&l.payload).to_string(),
+                        });
+                        if l.annotations.is_object() {
+                            d["annotations"] = l.annotations.clone();
+                        }
+                        d
+                    })
+                    .collect();
+                let m = json!({
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "size": config.len(),
+                        "digest": sha256(config).to_string(),
+                    },
+                    "layers": descriptors,
+                });
+                src.manifests.insert(sig_tag, m.to_string().into_bytes());
+            }
+        }
+        let mut referrers = Vec::new();
+        for b in &self.bundles {
+            let (m, d) = bundle_referrer(served, b);
+            src.blobs.insert(sha256(b), b.clone().into());
+            src.blobs.insert(sha256(b"{}"), b"{}".to_vec().into());
+            src.manifests.insert(d.to_string(), m.clone());
+            referrers.push(json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "size": m.len(),
+                "digest": d.to_string(),
+                "artifactType": BUNDLE_V03,
+            }));
+        }
+        if !referrers.is_empty() {
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": referrers,
+            });
+            src.referrers
+                .insert(served.clone(), index.to_string().into_bytes());
+        }
+        src
+    }
+}
+
+pub const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// A referrer manifest carrying `bundle` for `subject`, as cosign v3 pushes it.
+pub fn bundle_referrer(subject: &Digest, bundle: &[u8]) -> (Vec<u8>, Digest) {
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": BUNDLE_V03,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": sha256(b"{}").to_string()},
+        "layers": [{"mediaType": BUNDLE_V03, "size": bundle.len(), "digest": sha256(bundle).to_string()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": subject.to_string()},
+    })
+    .to_string()
+    .into_bytes();
+    let d = sha256(&m);
+    (m, d)
+}
+
+/// Registry content held in memory.
+#[derive(Default)]
+pub struct FixtureSource {
+    /// By tag or digest string.
+    manifests: HashMap<String, Vec<u8>>,
+    referrers: HashMap<Digest, Vec<u8>>,
+    blobs: HashMap<Digest, Bytes>,
+}
+
+impl FixtureSource {
+    /// Also hold `bytes` as a manifest under its digest (and `tag`, if any).
+    pub fn with_manifest(mut self, bytes: &[u8], tag: Option<&str>) -> FixtureSource {
+        self.manifests
+            .insert(sha256(bytes).to_string(), bytes.to_vec());
+        if let Some(t) = tag {
+            self.manifests.insert(t.to_owned(), bytes.to_vec());
+        }
+        self
+    }
+
+    pub fn with_blob(mut self, bytes: &[u8]) -> FixtureSource {
+        self.blobs.insert(sha256(bytes), bytes.to_vec().into());
+        self
+    }
+}
+
+fn parsed(bytes: &[u8]) -> Result<Option<Manifest>, SourceError> {
+    Manifest::check(&sha256(bytes), bytes.to_vec().into(), None)
+        .map(Some)
+        .map_err(SourceError::Malformed)
+}
+
+impl Source for FixtureSource {
+    fn manifest<'a>(
+        &'a self,
+        _target: &'a Target,
+        reference: &'a Reference,
+    ) -> BoxFuture<'a, Result<Option<Manifest>, SourceError>> {
+        let found = self.manifests.get(&reference.to_string());
+        Box::pin(async move { found.map_or(Ok(None), |b| parsed(b)) })
+    }
+
+    fn referrers<'a>(
+        &'a self,
+        _target: &'a Target,
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<Manifest>, SourceError>> {
+        let found = self.referrers.get(subject);
+        Box::pin(async move { found.map_or(Ok(None), |b| parsed(b)) })
+    }
+
+    fn blob<'a>(
+        &'a self,
+        _target: &'a Target,
+        digest: &'a Digest,
+        max: u64,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, SourceError>> {
+        let found = self.blobs.get(digest).cloned();
+        Box::pin(async move {
+            match found {
+                Some(b) if b.len() as u64 > max => Err(SourceError::TooLarge(TooLarge {
+                    digest: digest.clone(),
+                    max,
+                })),
+                other => Ok(other),
+            }
+        })
+    }
+}
+
+/// Verdicts kept in memory.
+#[derive(Default)]
+pub struct MemoryVerdicts(Mutex<HashMap<String, Arc<[u8]>>>);
+
+impl Verdicts for MemoryVerdicts {
+    fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+
+    fn put(
+        &self,
+        entries: Vec<(String, std::time::Duration, Vec<u8>)>,
+    ) -> BoxFuture<'_, Result<(), portcullis::cache::fill::BoxError>> {
+        let mut m = self.0.lock().unwrap();
+        for (k, _, v) in entries {
+            m.insert(k, Arc::from(v));
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A `.sig` manifest made of `layers` (as cosign pushes them).
+pub fn sig_tag(layers: Vec<Layer>) -> Sigs {
+    Sigs {
+        sig: Some(SigManifest::Layers(layers)),
+        bundles: Vec::new(),
+    }
+}
+
+/// A connaisseur mock-registry `.sig` manifest, served as the real bytes; its
+/// payloads come from `blobs/<digest>.json`.
+pub fn sig_manifest(case: &str, sig_manifest: &str) -> Sigs {
+    let bytes = read(&format!("{case}/manifests/{sig_manifest}"));
+    let m: Value = serde_json::from_slice(&bytes).expect("the .sig manifest is JSON");
+    let blobs = m["layers"]
         .as_array()
         .expect("the .sig manifest has layers")
         .iter()
         .map(|l| {
             let d = l["digest"].as_str().expect("layer digest");
-            let payload = read(&format!("{case}/blobs/{d}.json"));
-            assert_eq!(
-                sha256(&payload).to_string(),
-                d,
-                "payload blob hashes to its digest"
-            );
-            Layer {
-                media_type: l["mediaType"].as_str().unwrap_or_default().to_owned(),
-                payload,
-                annotations: l["annotations"].clone(),
-            }
+            read(&format!("{case}/blobs/{d}.json"))
         })
-        .collect()
+        .collect();
+    Sigs {
+        sig: Some(SigManifest::Real { bytes, blobs }),
+        bundles: Vec::new(),
+    }
 }
 
 /// A containers/image `dir:` signature file: `\0sigstore-json\n` + JSON
@@ -444,65 +665,49 @@ pub fn dir_signatures(case: &str) -> Vec<Layer> {
     out
 }
 
-/// The connaisseur keyless case's one signature layer.
-pub fn keyless_evidence() -> Found {
-    discover(sig_manifest(
+/// The connaisseur keyless case's `.sig` manifest.
+pub fn keyless_evidence() -> Sigs {
+    sig_manifest(
         KEYLESS_CASE,
         "sha256-31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee.sig.json",
-    ))
+    )
 }
 
-/// A bundle attached as a referrer (the referrer manifest's digest is only used in reasons).
-pub fn bundle(rel: &str) -> Found {
-    let json = read(rel);
-    Found {
-        evidence: vec![Evidence::Bundle {
-            manifest: sha256(format!("referrer of {rel}").as_bytes()),
-            json: json.into(),
-        }],
-        skipped: Vec::new(),
+/// A bundle attached as a referrer.
+pub fn bundle(rel: &str) -> Sigs {
+    Sigs {
+        sig: None,
+        bundles: vec![read(rel)],
     }
 }
 
-pub fn kubewarden_bundle() -> Found {
+pub fn kubewarden_bundle() -> Sigs {
     bundle(&format!("{KUBEWARDEN}/bundle_v03.json"))
 }
 
-/// Drop annotations from every legacy evidence (to take a piece of a signature away).
-pub fn without(mut found: Found, annotation: &str) -> Found {
-    for e in &mut found.evidence {
-        if let Evidence::Legacy {
-            certificate,
-            chain,
-            rekor_bundle,
-            ..
-        } = e
-        {
-            match annotation {
-                ANN_CERTIFICATE => *certificate = None,
-                ANN_CHAIN => *chain = None,
-                ANN_BUNDLE => *rekor_bundle = None,
-                other => panic!("unknown annotation {other}"),
-            }
+/// Drop an annotation from every `.sig` layer (to take a piece of a signature away).
+pub fn without(sigs: Sigs, annotation: &str) -> Sigs {
+    let annotation = annotation.to_owned();
+    sigs.map_layers(move |l| {
+        if let Some(o) = l.annotations.as_object_mut() {
+            o.remove(&annotation);
         }
-    }
-    found
+    })
 }
 
 // ---------------------------------------------------------------------------
 // Running the gate
 // ---------------------------------------------------------------------------
 
-/// What the gate would decide for one digest.
+/// What the gate decided about the evidence for one digest.
 pub struct Verdict {
     pub verified: bool,
+    /// Distinct signers that verified.
     pub distinct: usize,
     pub threshold: usize,
     pub signers: Vec<String>,
     /// The refusal message (meaningful when not verified).
     pub reason: String,
-    /// Each piece of evidence's rejection, if it satisfied no signer.
-    pub rejections: Vec<String>,
     pub checked: usize,
 }
 
@@ -510,39 +715,84 @@ impl std::fmt::Debug for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "verified={} distinct={}/{} signers={:?} checked={}\n  reason: {}\n  rejections: {:#?}",
-            self.verified,
-            self.distinct,
-            self.threshold,
-            self.signers,
-            self.checked,
-            self.reason,
-            self.rejections
+            "verified={} distinct={}/{} signers={:?} checked={}\n  reason: {}",
+            self.verified, self.distinct, self.threshold, self.signers, self.checked, self.reason,
         )
     }
 }
 
-/// Check every piece of evidence against the rule and tally, exactly as the gate does.
-pub fn gate(rule: &Rule, served: &Digest, found: &Found) -> Verdict {
-    let mut tally = Tally::default();
-    let mut rejections = Vec::new();
-    for e in &found.evidence {
-        let checked = verify::check(e, served, &rule.signers);
-        if let Some(r) = &checked.rejection {
-            rejections.push(r.clone());
-        }
-        tally.add(&rule.signers, checked);
+/// The repository the fixtures are served in.
+pub fn target() -> Target {
+    Router::new(&upstreams())
+        .resolve_image("docker.io/library/alpine")
+        .expect("the fixture repository resolves")
+        .0
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    })
+}
+
+/// Run the gate's signature verification (discovery through the fixture
+/// registry, offline verification, the threshold) for `served`.
+pub fn gate(p: &Loaded, served: &Digest, sigs: &Sigs) -> Verdict {
+    verify_in(p, served, &sigs.source(served))
+}
+
+/// [`gate`] over registry content already built.
+pub fn verify_in(p: &Loaded, served: &Digest, source: &FixtureSource) -> Verdict {
+    let rule = p.rule_index();
+    let threshold = p.policy.rules[rule].threshold;
+    let target = target();
+    let v = runtime().block_on(image::verify(source, &p.policy, rule, &target, served));
+    match v {
+        Verification::Verified { signers, checked } => Verdict {
+            verified: true,
+            distinct: signers.len(),
+            threshold,
+            signers,
+            reason: String::new(),
+            checked,
+        },
+        Verification::Failed {
+            reason,
+            checked,
+            signers,
+        } => Verdict {
+            verified: false,
+            distinct: signers.len(),
+            threshold,
+            signers,
+            reason,
+            checked,
+        },
+        other => panic!("an image verification gave {other:?}"),
     }
-    let distinct = tally.distinct();
-    Verdict {
-        verified: distinct >= rule.threshold,
-        distinct,
-        threshold: rule.threshold,
-        signers: tally.signers(),
-        reason: tally.failure_reason(rule.threshold, &found.skipped),
-        rejections,
-        checked: tally.checked(),
-    }
+}
+
+/// Run the whole gate on a manifest held by `source`, as the server does
+/// when a client asks for it by digest.
+pub fn decide(p: &Loaded, source: FixtureSource, manifest: &[u8]) -> Decision {
+    let gate = Gate::new(GateParts {
+        policy: Policy::load(&p.path, &upstreams()).expect("the policy loads again"),
+        policy_path: p.path.clone(),
+        upstreams: upstreams(),
+        source: Arc::new(source),
+        verdicts: Arc::new(MemoryVerdicts::default()),
+        router: Arc::new(Router::new(&upstreams())),
+        metrics: Metrics::new(),
+        clock: Clock::system(),
+    });
+    let m = Manifest::check(&sha256(manifest), manifest.to_vec().into(), None)
+        .expect("the manifest parses");
+    runtime().block_on(gate.check(&target(), &Reference::Digest(m.digest.clone()), &m))
 }
 
 #[track_caller]

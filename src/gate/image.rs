@@ -1,0 +1,100 @@
+//! Verifying that an image digest is signed: discover its signatures through
+//! a [`Source`], check each against the rule's signers off the async
+//! threads, and count distinct signers toward the threshold.
+//!
+//! Legacy `.sig` signatures are looked at first, referrer bundles only when
+//! the threshold is not met yet. A failure to fetch evidence is a failed
+//! verification, never a pass. This is the one implementation: the server,
+//! `portcullis verify` and the fixture tests all run it. This module must
+//! not cache anything.
+
+use std::sync::Arc;
+
+use super::source::Source;
+use super::verify::{self, Purpose, Tally};
+use super::{Verification, discover};
+use crate::digest::Digest;
+use crate::policy::Policy;
+use crate::router::Target;
+
+#[derive(Clone, Copy)]
+enum Step {
+    Legacy,
+    Referrers,
+}
+
+/// Discover and check the signatures of `digest` in `sigs` (the image's
+/// repository, or the rule's `signature_repository`) against rule number
+/// `rule` of `policy`.
+pub async fn verify(
+    source: &dyn Source,
+    policy: &Arc<Policy>,
+    rule: usize,
+    sigs: &Target,
+    digest: &Digest,
+) -> Verification {
+    let threshold = policy.rules[rule].threshold;
+    let mut found = discover::Found::default();
+    let mut tally = Tally::default();
+    for step in [Step::Legacy, Step::Referrers] {
+        let before = found.evidence.len();
+        let fetched = match step {
+            Step::Legacy => discover::legacy(source, sigs, digest, &mut found).await,
+            Step::Referrers => discover::referrers(source, sigs, digest, &mut found).await,
+        };
+        if let Err(e) = fetched {
+            return Verification::Failed {
+                reason: format!("could not fetch signatures: {}", crate::error::chain(&e)),
+                checked: tally.checked(),
+                signers: tally.signers(),
+            };
+        }
+        let fresh: Vec<discover::Evidence> = found.evidence[before..].to_vec();
+        match check_off_thread(policy, rule, fresh, digest, Purpose::Signature).await {
+            Ok(checked) => checked
+                .into_iter()
+                .for_each(|c| tally.add(&policy.rules[rule].signers, c)),
+            Err(e) => {
+                return Verification::Failed {
+                    reason: format!("signature verification failed to run: {e}"),
+                    checked: tally.checked(),
+                    signers: tally.signers(),
+                };
+            }
+        }
+        if tally.distinct() >= threshold {
+            return Verification::Verified {
+                signers: tally.signers(),
+                checked: tally.checked(),
+            };
+        }
+    }
+    Verification::Failed {
+        reason: tally.failure_reason(threshold, &found.skipped),
+        checked: tally.checked(),
+        signers: tally.signers(),
+    }
+}
+
+/// Check evidence about `subject` against rule number `rule`'s signers on the
+/// blocking pool: cryptography is CPU work.
+pub(super) async fn check_off_thread(
+    policy: &Arc<Policy>,
+    rule: usize,
+    evidence: Vec<discover::Evidence>,
+    subject: &Digest,
+    purpose: Purpose,
+) -> Result<Vec<verify::Checked>, tokio::task::JoinError> {
+    if evidence.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (p, d) = (policy.clone(), subject.clone());
+    tokio::task::spawn_blocking(move || {
+        let signers = &p.rules[rule].signers;
+        evidence
+            .iter()
+            .map(|e| verify::check(e, &d, signers, purpose))
+            .collect()
+    })
+    .await
+}
