@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod containerd;
+pub mod crafted;
 pub mod cut_proxy;
 pub mod fake_upstream;
 pub mod fixtures;
