@@ -160,7 +160,9 @@ fn cache_status(
                 }
                 (StatusCode::TOO_MANY_REQUESTS, Code::TooManyRequests)
             }
-            UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, unknown),
+            UpstreamError::Timeout { .. } | UpstreamError::TooSlow { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, unknown)
+            }
             UpstreamError::TooLarge { .. } if matches!(endpoint, Some(Endpoint::Manifest(_))) => {
                 (StatusCode::BAD_GATEWAY, Code::ManifestInvalid)
             }

@@ -85,6 +85,88 @@ fn a_cut_upstream_body_fails_the_transfer_and_caches_nothing() {
     p.wait_for_log(|l| l.contains("blob fill failed")).unwrap();
 }
 
+/// An upstream that drips (a few bytes every 50 ms) never trips the read
+/// timeout, but falls below the minimum rate: the fill fails for its leader
+/// and its follower alike, and nothing is cached. A manifest drip fails too.
+#[test]
+fn a_dripping_upstream_fails_the_transfer_below_the_minimum_rate() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(64 * 1024);
+    let digest = sha256_digest(&data);
+    let drip = Fault::Slow {
+        chunk: 16,
+        delay: std::time::Duration::from_millis(50),
+    };
+    fake.set_blob(&digest, data, drip.clone());
+    let p = Portcullis::start(&format!(
+        "{}read_timeout = \"30s\"\nmin_rate = \"16KiB\"\nmin_rate_window = \"1s\"\n",
+        upstream("fake.test", &fake.url())
+    ))
+    .unwrap();
+    let url = blob_url(&p, &digest);
+    let follower = std::thread::spawn({
+        let url = url.clone();
+        move || client::get(&url, &[]).unwrap()
+    });
+    let leader = client::get(&url, &[]).unwrap();
+    let follower = follower.join().unwrap();
+    for (who, r) in [("leader", &leader), ("follower", &follower)] {
+        assert!(refused(r), "{who} completed a dripping transfer: {r:?}");
+    }
+    assert_eq!(fake.count("GET", &digest), 1, "one fill for both");
+    p.wait_for_log(|l| l.contains("bytes per second")).unwrap();
+    p.wait_fills_settled().unwrap();
+    assert!(!p.has_object(&digest));
+
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"pad":"................................................................................................"}}"#;
+    fake.set_manifest(
+        "test/img",
+        "v1",
+        "application/vnd.oci.image.index.v1+json",
+        manifest.to_vec(),
+    );
+    fake.set_manifest_fault(Fault::Slow {
+        chunk: 4,
+        delay: std::time::Duration::from_millis(100),
+    });
+    let r = http_get(
+        &format!("{}/v2/fake.test/test/img/manifests/v1", p.url()),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("bytes per second"));
+}
+
+/// A fill is keyed by digest but downloads through the repository of the
+/// request that started it. When that repository does not have the blob,
+/// a follower that asked through one that does retries through its own.
+#[test]
+fn a_follower_from_another_repository_outlives_the_leaders_refusal() {
+    let fake = FakeUpstream::start().unwrap();
+    let data = random(256 * 1024);
+    let digest = sha256_digest(&data);
+    fake.set_blob(&digest, data.clone(), Fault::None);
+    fake.set_missing_in(&digest, "test/gone");
+    fake.set_delay("test/gone", std::time::Duration::from_millis(500));
+    let p = Portcullis::start(&config(&fake)).unwrap();
+    let leader = std::thread::spawn({
+        let url = format!("{}/v2/fake.test/test/gone/blobs/{digest}", p.url());
+        move || client::get(&url, &[]).unwrap()
+    });
+    // The follower joins while the leader's request is still out.
+    p.wait_for_metric("portcullis_fills_in_flight", |v| v >= 1.0)
+        .unwrap();
+    let follower = client::get(&blob_url(&p, &digest), &[]).unwrap();
+    let leader = leader.join().unwrap();
+    assert_eq!(leader.status, 404);
+    assert_eq!(follower.status, 200);
+    assert!(follower.complete);
+    assert_eq!(follower.digest, digest);
+    assert_eq!(fake.count("GET", &format!("test/gone/blobs/{digest}")), 1);
+    assert_eq!(fake.count("GET", &format!("test/img/blobs/{digest}")), 1);
+}
+
 #[test]
 fn a_manifest_that_does_not_match_its_digest_is_refused() {
     let fake = FakeUpstream::start().unwrap();

@@ -12,9 +12,7 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
-
-use super::fill::{ByteStream, Fill, FillProducer, published};
+use super::fill::{ByteStream, Fill, FillProducer, Origin, published};
 use super::flight::{Join, Ticket};
 use super::index::PinGuard;
 use super::{Cache, CacheError};
@@ -65,11 +63,27 @@ impl Blob {
     }
 }
 
+/// How many times a request joins, leads or retries a fill.
+const ATTEMPTS: usize = 4;
+
+/// The upstream refused this repository (not found, not authorized): a
+/// request through another repository may still get the blob.
+fn refused_in_repository(e: &CacheError) -> bool {
+    matches!(
+        e.root(),
+        CacheError::Upstream(UpstreamError::NotFound { .. } | UpstreamError::Unauthorized { .. })
+    )
+}
+
 impl Cache {
     /// A blob, from the store or from a (possibly shared) upstream fill.
     /// Returns once the upstream has answered, before the bytes arrive.
     pub async fn blob(&self, target: &Target, digest: &Digest) -> Result<Blob, CacheError> {
-        for _ in 0..2 {
+        let origin = Origin {
+            upstream: target.upstream,
+            repo: target.repo.clone(),
+        };
+        for _ in 0..ATTEMPTS {
             if self.0.offline {
                 let Some((info, pin)) = self.0.index.pin(digest) else {
                     return Err(CacheError::Offline);
@@ -83,7 +97,7 @@ impl Cache {
                 digest,
                 || self.0.index.pin(digest),
                 |ticket| {
-                    let (fill, producer) = Fill::new();
+                    let (fill, producer) = Fill::new(origin.clone());
                     (fill, (producer, ticket))
                 },
             );
@@ -93,14 +107,19 @@ impl Cache {
                         return Ok(blob);
                     }
                 }
-                Join::Follow(fill) => {
-                    let size = fill.ready().await?;
-                    return Ok(Blob {
-                        size,
-                        result: CacheResult::Coalesced,
-                        source: Source::Filling(fill),
-                    });
-                }
+                Join::Follow(fill) => match fill.ready().await {
+                    Ok(size) => {
+                        return Ok(Blob {
+                            size,
+                            result: CacheResult::Coalesced,
+                            source: Source::Filling(fill),
+                        });
+                    }
+                    // Refused in the leader's repository: that says nothing
+                    // about ours. Try again, through ours.
+                    Err(e) if fill.origin != origin && refused_in_repository(&e) => continue,
+                    Err(e) => return Err(e),
+                },
                 Join::Lead(fill, (producer, ticket)) => {
                     // Counted before the task starts, so shutdown never misses it.
                     let running = self.fill_running();
@@ -181,8 +200,12 @@ impl Cache {
         ended: (Ticket<Digest, Arc<Fill>>, super::FillRunning),
     ) {
         let _in_flight = self.0.metrics.fill_started();
+        let (ticket, running) = ended;
         match self.download(&target, &digest, &producer).await {
-            Ok((reader, size, pin)) => producer.done(reader, size, pin),
+            Ok((reader, size, pin)) => {
+                producer.done(reader, size, pin);
+                drop(ticket);
+            }
             Err(e) => {
                 tracing::warn!(
                     %digest,
@@ -190,10 +213,13 @@ impl Cache {
                     error = %crate::error::chain(&e),
                     "blob fill failed; nothing was cached"
                 );
+                // The flight ends first: a follower that retries after the
+                // failure starts a fresh fill instead of finding this one.
+                drop(ticket);
                 producer.failed(Arc::new(e));
             }
         }
-        drop(ended);
+        drop(running);
     }
 
     async fn download(
@@ -203,36 +229,15 @@ impl Cache {
         producer: &FillProducer,
     ) -> Result<(Arc<dyn ObjectReader>, u64, PinGuard), CacheError> {
         let upstream = self.0.upstreams.get(target.upstream);
-        let timeout = upstream.read_timeout();
         let name = upstream.name().to_owned();
         let download = upstream.get_blob(&target.repo, digest).await?;
         let mut writer = self.0.store.create(digest, download.length).await?;
         let reader = writer.reader();
         let written = writer.written();
         producer.streaming(reader.clone(), download.length);
-        let mut body = download.body;
-        loop {
-            let frame = tokio::time::timeout(timeout, body.frame())
-                .await
-                .map_err(|_| {
-                    CacheError::Upstream(UpstreamError::Timeout {
-                        upstream: name.clone(),
-                        timeout,
-                    })
-                })?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|source| {
-                CacheError::Upstream(UpstreamError::Body {
-                    upstream: name.clone(),
-                    source,
-                })
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
+        // Silences and drips both end the fill (and fail its followers).
+        let mut body = upstream.paced(download.body);
+        while let Some(data) = body.next().await? {
             self.0.metrics.upstream_bytes(&name, data.len() as u64);
             // The verified writer refuses bytes beyond the announced length
             // and queues the rest for writing and hashing on its own

@@ -110,8 +110,19 @@ impl Window {
     }
 }
 
+/// Where a fill downloads from: the upstream and repository of the request
+/// that started it. A blob is one object whatever repository names it, but
+/// access is per repository: a follower from elsewhere may retry through its
+/// own when this one is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub upstream: crate::router::UpstreamId,
+    pub repo: crate::reference::RepoName,
+}
+
 /// A blob fill that followers can read from.
 pub struct Fill {
+    pub origin: Origin,
     rx: watch::Receiver<FillState>,
     window: Mutex<Window>,
     /// Keeps the published object from eviction while followers still read.
@@ -177,9 +188,10 @@ impl FillProducer {
 }
 
 impl Fill {
-    pub fn new() -> (Arc<Fill>, FillProducer) {
+    pub fn new(origin: Origin) -> (Arc<Fill>, FillProducer) {
         let (tx, rx) = watch::channel(FillState::Connecting);
         let fill = Arc::new(Fill {
+            origin,
             rx,
             window: Mutex::new(Window::default()),
             pin: Mutex::new(None),
@@ -389,6 +401,13 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
+    fn test_origin() -> Origin {
+        Origin {
+            upstream: crate::router::UpstreamId(0),
+            repo: "test/img".parse().unwrap(),
+        }
+    }
+
     /// An in-memory object that can grow.
     struct Growing(Mutex<Vec<u8>>);
 
@@ -422,7 +441,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn followers_see_bytes_before_the_end_but_not_the_last_byte() {
-        let (fill, producer) = Fill::new();
+        let (fill, producer) = Fill::new(test_origin());
         let obj = Arc::new(Growing(Mutex::new(Vec::new())));
         producer.streaming(obj.clone(), Some(10));
         let mut s = fill.clone().stream(0, None);
@@ -455,7 +474,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_holds_a_bounded_window_and_followers_behind_it_read_the_file() {
-        let (fill, producer) = Fill::new();
+        let (fill, producer) = Fill::new(test_origin());
         let obj = Arc::new(Growing(Mutex::new(Vec::new())));
         let chunk = 100_000usize;
         let chunks = 3 * WINDOW_KEEP as usize / chunk;
@@ -500,7 +519,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_fill_fails_every_follower() {
-        let (fill, producer) = Fill::new();
+        let (fill, producer) = Fill::new(test_origin());
         let obj = Arc::new(Growing(Mutex::new(Vec::new())));
         producer.streaming(obj.clone(), Some(3));
         arrive(&producer, &obj, b"abc");
@@ -517,7 +536,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_abandoned_fill_is_an_error_not_a_short_success() {
-        let (fill, producer) = Fill::new();
+        let (fill, producer) = Fill::new(test_origin());
         let obj = Arc::new(Growing(Mutex::new(Vec::new())));
         producer.streaming(obj.clone(), None);
         arrive(&producer, &obj, b"abc");

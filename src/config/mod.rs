@@ -34,6 +34,12 @@ const DEFAULT_MANIFEST_MEMORY: &str = "64MiB";
 const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 const DEFAULT_READ_TIMEOUT: &str = "30s";
 const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+const DEFAULT_HEADER_READ_TIMEOUT: &str = "30s";
+const DEFAULT_MAX_FILLS: usize = 64;
+const DEFAULT_FILL_QUEUE: usize = 512;
+const DEFAULT_SCRUB_RATE: &str = "8MiB";
+const DEFAULT_MIN_RATE: &str = "16KiB";
+const DEFAULT_MIN_RATE_WINDOW: &str = "30s";
 
 /// What is wrong with a configuration. Every variant names the key.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +99,8 @@ struct RawConfig {
     offline: bool,
     log_format: Option<String>,
     shutdown_grace: Option<String>,
+    header_read_timeout: Option<String>,
+    max_connections: Option<usize>,
     policy: Option<PathBuf>,
     tls: Option<RawTls>,
     #[serde(default)]
@@ -114,6 +122,11 @@ struct RawCache {
     max_size: Option<String>,
     tag_ttl: Option<String>,
     manifest_memory: Option<String>,
+    max_fills: Option<usize>,
+    fill_queue: Option<usize>,
+    scrub_rate: Option<String>,
+    #[serde(default)]
+    verify_reads: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +143,8 @@ struct RawUpstream {
     ca_file: Option<PathBuf>,
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
+    min_rate: Option<String>,
+    min_rate_window: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -162,6 +177,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long in-flight responses may run after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// How long a client has, from accept, to send a request's headers (and
+    /// between requests on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// Client connections served at once on the main listener; `None`:
+    /// three quarters of the process's file descriptor limit.
+    pub max_connections: Option<usize>,
     /// The signature policy file; without one every image is served unchecked.
     pub policy: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
@@ -201,6 +222,15 @@ pub struct CacheConfig {
     pub tag_ttl: Duration,
     /// Bytes of recently served manifests kept in memory (0: none).
     pub manifest_memory: u64,
+    /// Blob downloads from upstream at once.
+    pub max_fills: usize,
+    /// Blob downloads waiting for a slot, at most; beyond, 503.
+    pub fill_queue: usize,
+    /// Bytes per second the background scrub re-hashes (0: off).
+    pub scrub_rate: u64,
+    /// Re-hash cached blobs while serving them whole, holding back the last
+    /// byte until they verify.
+    pub verify_reads: bool,
 }
 
 /// One upstream registry.
@@ -217,6 +247,10 @@ pub struct UpstreamConfig {
     pub ca_certs: Vec<CertificateDer<'static>>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Bytes per second an upstream body must move, averaged over
+    /// `min_rate_window`, or the transfer fails (0: no floor).
+    pub min_rate: u64,
+    pub min_rate_window: Duration,
 }
 
 impl UpstreamConfig {
@@ -382,6 +416,17 @@ impl RawConfig {
             self.shutdown_grace.as_deref(),
             DEFAULT_SHUTDOWN_GRACE,
         )?;
+        let header_read_timeout = duration(
+            "header_read_timeout",
+            self.header_read_timeout.as_deref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?;
+        if header_read_timeout.is_zero() {
+            return Err(invalid("header_read_timeout", "must be greater than zero"));
+        }
+        if self.max_connections == Some(0) {
+            return Err(invalid("max_connections", "must be greater than zero"));
+        }
         let tls = self
             .tls
             .map(|t| -> Result<TlsConfig, ConfigError> {
@@ -412,9 +457,20 @@ impl RawConfig {
                 self.cache.manifest_memory.as_deref(),
                 DEFAULT_MANIFEST_MEMORY,
             )?,
+            max_fills: self.cache.max_fills.unwrap_or(DEFAULT_MAX_FILLS),
+            fill_queue: self.cache.fill_queue.unwrap_or(DEFAULT_FILL_QUEUE),
+            scrub_rate: size(
+                "cache.scrub_rate",
+                self.cache.scrub_rate.as_deref(),
+                DEFAULT_SCRUB_RATE,
+            )?,
+            verify_reads: self.cache.verify_reads,
         };
         if cache.max_size == 0 {
             return Err(invalid("cache.max_size", "must be greater than zero"));
+        }
+        if cache.max_fills == 0 {
+            return Err(invalid("cache.max_fills", "must be greater than zero"));
         }
         if self.upstreams.is_empty() {
             return Err(invalid(
@@ -458,6 +514,8 @@ impl RawConfig {
             offline: self.offline,
             log_format,
             shutdown_grace,
+            header_read_timeout,
+            max_connections: self.max_connections,
             policy,
             tls,
             cache,
@@ -535,9 +593,16 @@ impl RawUpstream {
             self.read_timeout.as_deref(),
             DEFAULT_READ_TIMEOUT,
         )?;
+        let min_rate = size(&k("min_rate"), self.min_rate.as_deref(), DEFAULT_MIN_RATE)?;
+        let min_rate_window = duration(
+            &k("min_rate_window"),
+            self.min_rate_window.as_deref(),
+            DEFAULT_MIN_RATE_WINDOW,
+        )?;
         for (field, d) in [
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
+            ("min_rate_window", min_rate_window),
         ] {
             if d.is_zero() {
                 return Err(invalid(k(field), "must be greater than zero"));
@@ -552,6 +617,8 @@ impl RawUpstream {
             ca_certs,
             connect_timeout,
             read_timeout,
+            min_rate,
+            min_rate_window,
         })
     }
 }

@@ -23,13 +23,27 @@ use http_body_util::Empty;
 use serde::Deserialize;
 
 use super::UpstreamError;
-use super::client::{HttpClient, encode_query_value, read_limited};
+use super::client::{HttpClient, Pace, encode_query_value, read_limited};
 use crate::config::Credentials;
 
 /// Tokens larger than this are refused.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// Lifetime assumed when the token response does not say (the spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// A token is reused for at most this long, whatever the realm claims.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long to reuse a token the realm says lives `expires_in` seconds:
+/// clamped to [`MAX_TOKEN_LIFETIME`], renewed a little early so it never
+/// expires in flight.
+fn token_lifetime(expires_in: Option<u64>) -> Duration {
+    expires_in
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_TOKEN_LIFETIME, |s| {
+            Duration::from_secs(s).min(MAX_TOKEN_LIFETIME)
+        })
+        .mul_f32(0.9)
+}
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +130,8 @@ fn parse_params(s: &str) -> Option<Vec<(String, String)>> {
 struct TokenResponse {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Any JSON number: one too large or fractional must not fail the pull.
+    expires_in: Option<serde_json::Number>,
 }
 
 struct CachedToken {
@@ -172,7 +187,7 @@ impl Auth {
         challenge: &Challenge,
         scope: &str,
         client: &HttpClient,
-        timeout: Duration,
+        pace: Pace,
     ) -> Result<HeaderValue, UpstreamError> {
         match challenge {
             Challenge::Basic => {
@@ -191,10 +206,10 @@ impl Auth {
             } => {
                 let wanted = challenge_scope.as_deref().unwrap_or(scope);
                 let (header, lifetime) = self
-                    .fetch_token(realm, service.as_deref(), wanted, client, timeout)
+                    .fetch_token(realm, service.as_deref(), wanted, client, pace)
                     .await?;
-                // Renew a little early so a token never expires in flight.
-                let expires = Instant::now() + lifetime.mul_f32(0.9);
+                let now = Instant::now();
+                let expires = now.checked_add(lifetime).unwrap_or(now);
                 self.tokens.lock().expect("auth lock").insert(
                     scope.to_owned(),
                     CachedToken {
@@ -213,8 +228,9 @@ impl Auth {
         service: Option<&str>,
         scope: &str,
         client: &HttpClient,
-        timeout: Duration,
+        pace: Pace,
     ) -> Result<(HeaderValue, Duration), UpstreamError> {
+        let timeout = pace.timeout;
         let bad_realm = |reason: &'static str| UpstreamError::BadRealm {
             upstream: self.upstream.clone(),
             reason,
@@ -282,13 +298,7 @@ impl Auth {
                 });
             }
         }
-        let body = read_limited(
-            resp.into_body(),
-            MAX_TOKEN_RESPONSE,
-            timeout,
-            &self.upstream,
-        )
-        .await?;
+        let body = read_limited(resp.into_body(), MAX_TOKEN_RESPONSE, pace, &self.upstream).await?;
         let parsed: TokenResponse =
             serde_json::from_slice(&body).map_err(|_| UpstreamError::Invalid {
                 upstream: self.upstream.clone(),
@@ -309,18 +319,33 @@ impl Auth {
             }
         })?;
         header.set_sensitive(true);
-        let lifetime = parsed
-            .expires_in
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        Ok((header, lifetime))
+        let expires_in = parsed.expires_in.map(|n| {
+            n.as_u64().unwrap_or_else(|| match n.as_f64() {
+                Some(f) if f >= 1.0 => u64::MAX,
+                _ => 0,
+            })
+        });
+        Ok((header, token_lifetime(expires_in)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_lifetimes_are_clamped() {
+        assert_eq!(token_lifetime(None), DEFAULT_TOKEN_LIFETIME.mul_f32(0.9));
+        assert_eq!(token_lifetime(Some(0)), DEFAULT_TOKEN_LIFETIME.mul_f32(0.9));
+        assert_eq!(token_lifetime(Some(300)), Duration::from_secs(270));
+        // What would overflow an Instant is an hour at most.
+        assert_eq!(
+            token_lifetime(Some(u64::MAX)),
+            MAX_TOKEN_LIFETIME.mul_f32(0.9)
+        );
+        let now = Instant::now();
+        assert!(now.checked_add(token_lifetime(Some(u64::MAX))).is_some());
+    }
 
     #[test]
     fn parses_docker_hub_challenge() {

@@ -93,35 +93,118 @@ pub fn encode_query_value(v: &str) -> String {
     out
 }
 
-/// Read a whole body, refusing more than `limit` bytes and stalls longer than `timeout`.
+/// The pace an upstream body must keep: no silence longer than `timeout`,
+/// and (unless `min_rate` is 0) at least `min_rate` bytes per second over
+/// every `window`, so that a drip of a byte a second cannot hold a fill and
+/// its followers forever.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    pub timeout: Duration,
+    pub min_rate: u64,
+    pub window: Duration,
+}
+
+/// Reads a body frame by frame under a [`Pace`].
+pub struct PacedBody {
+    body: Incoming,
+    pace: Pace,
+    upstream: String,
+    window_start: tokio::time::Instant,
+    in_window: u64,
+}
+
+impl PacedBody {
+    pub fn new(body: Incoming, pace: Pace, upstream: &str) -> PacedBody {
+        PacedBody {
+            body,
+            pace,
+            upstream: upstream.to_owned(),
+            window_start: tokio::time::Instant::now(),
+            in_window: 0,
+        }
+    }
+
+    /// Bytes the window must have brought.
+    fn floor(&self) -> u64 {
+        let per_ms = u128::from(self.pace.min_rate) * self.pace.window.as_millis() / 1000;
+        u64::try_from(per_ms).unwrap_or(u64::MAX)
+    }
+
+    /// When a window is over: fail if it moved too little, else start the next.
+    fn end_window(&mut self, now: tokio::time::Instant) -> Result<(), UpstreamError> {
+        if self.pace.min_rate == 0 || now < self.window_start + self.pace.window {
+            return Ok(());
+        }
+        if self.in_window < self.floor() {
+            return Err(UpstreamError::TooSlow {
+                upstream: self.upstream.clone(),
+                min_rate: self.pace.min_rate,
+                window: self.pace.window,
+            });
+        }
+        self.window_start = now;
+        self.in_window = 0;
+        Ok(())
+    }
+
+    /// The next data frame; `None` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            let now = tokio::time::Instant::now();
+            let silence = now + self.pace.timeout;
+            let deadline = if self.pace.min_rate == 0 {
+                silence
+            } else {
+                silence.min(self.window_start + self.pace.window)
+            };
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(source))) => {
+                    return Err(UpstreamError::Body {
+                        upstream: self.upstream.clone(),
+                        source,
+                    });
+                }
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    self.in_window = self.in_window.saturating_add(data.len() as u64);
+                    self.end_window(tokio::time::Instant::now())?;
+                    if data.is_empty() {
+                        continue;
+                    }
+                    return Ok(Some(data));
+                }
+                Err(_) if deadline < silence => self.end_window(deadline)?,
+                Err(_) => {
+                    return Err(UpstreamError::Timeout {
+                        upstream: self.upstream.clone(),
+                        timeout: self.pace.timeout,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Read a whole body at `pace`, refusing more than `limit` bytes.
 pub async fn read_limited(
-    mut body: Incoming,
+    body: Incoming,
     limit: usize,
-    timeout: Duration,
+    pace: Pace,
     upstream: &str,
 ) -> Result<Bytes, UpstreamError> {
     let mut buf = BytesMut::new();
-    loop {
-        let frame = tokio::time::timeout(timeout, body.frame())
-            .await
-            .map_err(|_| UpstreamError::Timeout {
+    let mut body = PacedBody::new(body, pace, upstream);
+    while let Some(data) = body.next().await? {
+        if buf.len().saturating_add(data.len()) > limit {
+            return Err(UpstreamError::TooLarge {
                 upstream: upstream.to_owned(),
-                timeout,
-            })?;
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(|source| UpstreamError::Body {
-            upstream: upstream.to_owned(),
-            source,
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(UpstreamError::TooLarge {
-                    upstream: upstream.to_owned(),
-                    limit,
-                });
-            }
-            buf.extend_from_slice(&data);
+                limit,
+            });
         }
+        buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
 }
@@ -198,6 +281,7 @@ pub struct Transport {
     pub client: HttpClient,
     pub auth: Auth,
     pub read_timeout: Duration,
+    pub pace: Pace,
     pub metrics: Metrics,
     pub breaker: Breaker,
 }
@@ -303,7 +387,7 @@ impl Transport {
                 })?;
                 auth = Some(
                     self.auth
-                        .answer(&challenge, scope, &self.client, self.read_timeout)
+                        .answer(&challenge, scope, &self.client, self.pace)
                         .await?,
                 );
                 answered = true;

@@ -25,7 +25,8 @@ use crate::metrics::Metrics;
 use crate::reference::{Reference, RepoName, Tag};
 use crate::router::UpstreamId;
 use auth::Auth;
-use client::{Transport, build_client, encode_query_value, read_limited};
+pub use client::PacedBody;
+use client::{Pace, Transport, build_client, encode_query_value, read_limited};
 
 /// Manifests larger than this are refused.
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
@@ -50,6 +51,12 @@ pub enum UpstreamError {
     },
     #[error("upstream {upstream} did not answer within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
+    #[error("upstream {upstream} sent less than {min_rate} bytes per second over {window:?}")]
+    TooSlow {
+        upstream: String,
+        min_rate: u64,
+        window: Duration,
+    },
     #[error("reading the response from upstream {upstream} failed")]
     Body {
         upstream: String,
@@ -105,6 +112,7 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
             | UpstreamError::Down { .. }
             | UpstreamError::Timeout { .. }
+            | UpstreamError::TooSlow { .. }
             | UpstreamError::Body { .. }
             | UpstreamError::TooManyRequests { .. } => true,
             UpstreamError::Status { status, .. } => status.is_server_error(),
@@ -157,6 +165,11 @@ impl Upstream {
                 auth: Auth::new(name.clone(), cfg.url.clone(), cfg.credentials.clone()),
                 base: cfg.url.clone(),
                 read_timeout: cfg.read_timeout,
+                pace: Pace {
+                    timeout: cfg.read_timeout,
+                    min_rate: cfg.min_rate,
+                    window: cfg.min_rate_window,
+                },
                 metrics,
                 breaker: breaker::Breaker::new(breaker::HOLD),
                 name,
@@ -170,6 +183,11 @@ impl Upstream {
 
     pub fn read_timeout(&self) -> Duration {
         self.transport.read_timeout
+    }
+
+    /// A blob download's body, read at this upstream's pace.
+    pub fn paced(&self, body: Incoming) -> PacedBody {
+        PacedBody::new(body, self.transport.pace, &self.transport.name)
     }
 
     /// Map a final upstream status to an error, for statuses other than 2xx.
@@ -209,7 +227,7 @@ impl Upstream {
         read_limited(
             resp.into_body(),
             limit,
-            self.transport.read_timeout,
+            self.transport.pace,
             &self.transport.name,
         )
         .await

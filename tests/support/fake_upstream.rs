@@ -43,6 +43,12 @@ pub enum Fault {
 struct State {
     blobs: HashMap<String, (Vec<u8>, Fault)>,
     manifests: HashMap<String, (String, Vec<u8>)>,
+    /// Applied to manifest GETs (`None`: served whole).
+    manifest_fault: Option<Fault>,
+    /// Repositories whose requests are answered only after a delay.
+    delays: HashMap<String, Duration>,
+    /// (digest, repository) pairs answered 404: the blob is not in that repository.
+    missing: Vec<(String, String)>,
     requests: Vec<(String, String)>,
 }
 
@@ -83,9 +89,19 @@ impl FakeUpstream {
                     };
                     let st = st.clone();
                     tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
+                        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                             let st = st.clone();
-                            async move { Ok::<_, Infallible>(answer(&st, req)) }
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let delay =
+                                    st.lock().unwrap().delays.iter().find_map(|(repo, d)| {
+                                        path.starts_with(&format!("/v2/{repo}/")).then_some(*d)
+                                    });
+                                if let Some(d) = delay {
+                                    tokio::time::sleep(d).await;
+                                }
+                                Ok::<_, Infallible>(answer(&st, req))
+                            }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
@@ -128,6 +144,29 @@ impl FakeUpstream {
             format!("{repo}/{reference}"),
             (media_type.to_owned(), bytes),
         );
+    }
+
+    /// Answer requests about `repo` only after `delay`.
+    pub fn set_delay(&self, repo: &str, delay: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .delays
+            .insert(repo.to_owned(), delay);
+    }
+
+    /// Answer 404 for blob `digest` asked for in `repo`.
+    pub fn set_missing_in(&self, digest: &str, repo: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .missing
+            .push((digest.to_owned(), repo.to_owned()));
+    }
+
+    /// Serve every manifest GET with `fault` (only `Slow` is meaningful).
+    pub fn set_manifest_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().manifest_fault = Some(fault);
     }
 
     /// Requests seen: (method, path).
@@ -192,6 +231,19 @@ fn answer(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
             return not_found();
         };
         let digest = super::sha256_digest(&bytes);
+        if let (Some(Fault::Slow { chunk, delay }), "GET") = (&st.manifest_fault, method.as_str()) {
+            let mut r = streamed(
+                ("Content-Length", bytes.len().to_string()),
+                bytes,
+                *chunk,
+                Some(*delay),
+                false,
+            );
+            r.headers_mut().insert("content-type", ty.parse().unwrap());
+            r.headers_mut()
+                .insert("docker-content-digest", digest.parse().unwrap());
+            return r;
+        }
         let headers = [("Content-Type", ty), ("Docker-Content-Digest", digest)];
         return full(
             200,
@@ -199,9 +251,13 @@ fn answer(state: &Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Res
             if method == "HEAD" { Vec::new() } else { bytes },
         );
     }
-    let Some((_, digest)) = path.rsplit_once("/blobs/") else {
+    let Some((repo_path, digest)) = path.rsplit_once("/blobs/") else {
         return not_found();
     };
+    let repo = repo_path.strip_prefix("/v2/").unwrap_or(repo_path);
+    if st.missing.iter().any(|(d, r)| d == digest && r == repo) {
+        return not_found();
+    }
     let Some((data, fault)) = st.blobs.get(digest).cloned() else {
         return not_found();
     };
