@@ -98,7 +98,12 @@ fn digests(n: usize) -> Vec<Digest> {
 fn index(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let idx = Index::open(&dir.path().join("index.redb")).unwrap();
+    let idx = Index::open(
+        &dir.path().join("index.redb"),
+        portcullis::clock::Clock::system(),
+    )
+    .unwrap()
+    .0;
     let known = digests(10_000);
     rt.block_on(async {
         for d in &known {
@@ -231,8 +236,8 @@ fn gate_cached(c: &mut Criterion) {
     let cfg = config(dir.path(), "");
     let metrics = Metrics::new();
     let (gate, target, manifest) = rt.block_on(async {
-        let upstreams = Upstreams::new(&cfg.upstreams, &metrics).unwrap();
-        let cache = Cache::open(&cfg, upstreams, metrics.clone()).await.unwrap();
+        let upstreams = Upstreams::new(&cfg.upstreams, &metrics, &portcullis::clock::Clock::system()).unwrap();
+        let cache = Cache::open(&cfg, upstreams, metrics.clone(), portcullis::clock::Clock::system()).await.unwrap();
         let router = Arc::new(Router::new(&cfg.upstreams));
         let policy = Policy::load(&policy_path, &cfg.upstreams).unwrap();
         let gate = Gate::new(GateParts {

@@ -1,5 +1,6 @@
 //! The command line: `portcullis serve [--config FILE]`,
-//! `portcullis check-config FILE` and `portcullis verify [--config FILE] IMAGE`.
+//! `portcullis check-config FILE`, `portcullis verify [--config FILE] IMAGE`
+//! and `portcullis fsck [--config FILE]`.
 //!
 //! Owns argument parsing, exit codes and the process's runtime. Configuration
 //! errors are printed with their whole cause chain, naming the key. This
@@ -69,6 +70,13 @@ enum Command {
     CheckConfig {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Re-hash every cached object (the server must be stopped); corrupt
+    /// ones are removed and reported. Exit 0 when all were sound, 1 when
+    /// some were removed, 2 on errors.
+    Fsck {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Run the policy against an image through the configured upstreams.
     /// Exit 0 when it would be served, 1 when refused, 2 on errors.
@@ -168,6 +176,45 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Fsck { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match runtime.block_on(fsck(&config)) {
+                Ok(report) => {
+                    println!(
+                        "{}: checked {} objects ({} bytes)",
+                        config.data_dir.display(),
+                        report.checked,
+                        report.bytes
+                    );
+                    for d in &report.corrupt {
+                        println!("corrupt (removed; fetched again when asked for): {d}");
+                    }
+                    for d in &report.missing {
+                        println!("missing (forgotten): {d}");
+                    }
+                    if report.corrupt.is_empty() && report.missing.is_empty() {
+                        println!("every object matches its digest");
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve { config } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -228,11 +275,16 @@ async fn verify(config: &Config, image: &str) -> Result<Decision, VerifyError> {
             ..config.clone()
         };
         let metrics = Metrics::new();
-        let upstreams =
-            Upstreams::new(&config.upstreams, &metrics).map_err(VerifyError::Upstream)?;
-        let cache = Cache::open(&scratch_config, upstreams, metrics.clone())
-            .await
-            .map_err(VerifyError::Fetch)?;
+        let upstreams = Upstreams::new(&config.upstreams, &metrics, &crate::clock::Clock::system())
+            .map_err(VerifyError::Upstream)?;
+        let cache = Cache::open(
+            &scratch_config,
+            upstreams,
+            metrics.clone(),
+            crate::clock::Clock::system(),
+        )
+        .await
+        .map_err(VerifyError::Fetch)?;
         let (manifest, _) = cache
             .manifest(&target, &reference)
             .await
@@ -253,6 +305,21 @@ async fn verify(config: &Config, image: &str) -> Result<Decision, VerifyError> {
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// Open the cache (adopting and re-hashing what the index does not name)
+/// and re-hash every object in it.
+async fn fsck(config: &Config) -> Result<crate::cache::scrub::Report, CacheError> {
+    let mut config = config.clone();
+    config.cache.scrub_rate = 0;
+    let metrics = Metrics::new();
+    let clock = crate::clock::Clock::system();
+    let upstreams =
+        Upstreams::new(&config.upstreams, &metrics, &clock).map_err(CacheError::Upstream)?;
+    let cache = Cache::open(&config, upstreams, metrics, clock).await?;
+    let report = cache.fsck().await;
+    cache.close().await;
+    report
 }
 
 /// A decision for people.

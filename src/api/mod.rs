@@ -241,6 +241,13 @@ impl App {
             (Endpoint::Readyz, _) => Ok(Reply::new(
                 if self.draining.load(Ordering::SeqCst) {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else if !self.cache.is_writable() {
+                    // Cached content is still served; new content cannot be
+                    // recorded: send new pulls elsewhere until it can.
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the cache index cannot be written (disk full or failing)\n",
+                    )
                 } else {
                     text(StatusCode::OK, "ready\n")
                 },

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use super::fill::{ByteStream, Fill, FillProducer, Origin, published};
+use super::fill::{ByteStream, Fill, FillProducer, Origin, VerifyRead, published};
 use super::flight::{Join, Ticket};
 use super::index::PinGuard;
 use super::{Cache, CacheError};
@@ -27,6 +27,9 @@ enum Source {
         reader: Arc<dyn ObjectReader>,
         size: u64,
         pin: PinGuard,
+        /// Re-hash whole reads (`cache.verify_reads`): the digest, and the
+        /// cache to quarantine it in.
+        verify: Option<(Digest, Cache)>,
     },
     Filling(Arc<Fill>),
 }
@@ -55,8 +58,29 @@ impl Blob {
     /// Stream bytes `start..end` (`end` exclusive, `None` = to the end).
     pub fn stream(self, start: u64, end: Option<u64>) -> ByteStream {
         match self.source {
-            Source::Published { reader, size, pin } => {
-                published(reader, start, end.unwrap_or(size).min(size), pin)
+            Source::Published {
+                reader,
+                size,
+                pin,
+                verify,
+            } => {
+                let end = end.unwrap_or(size).min(size);
+                let verify = verify.filter(|_| start == 0 && end == size).map(|(digest, cache)| {
+                    let d = digest.clone();
+                    VerifyRead {
+                        digest,
+                        on_corrupt: Box::new(move || {
+                            tracing::error!(digest = %d, "a cached blob does not match its digest (disk corruption?); the response was cut and the object removed");
+                            cache.0.metrics.corrupt_objects(1);
+                            tokio::spawn(async move {
+                                if let Err(e) = cache.quarantine(&d).await {
+                                    tracing::error!(error = %crate::error::chain(&e), "removing a corrupt object failed");
+                                }
+                            });
+                        }),
+                    }
+                });
+                published(reader, start, end, pin, verify)
             }
             Source::Filling(fill) => fill.stream(start, end),
         }
@@ -157,6 +181,7 @@ impl Cache {
                     reader: object.reader,
                     size,
                     pin,
+                    verify: self.0.verify_reads.then(|| (digest.clone(), self.clone())),
                 },
             })),
             _ => {

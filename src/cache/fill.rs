@@ -44,6 +44,8 @@ enum StreamError {
     Abandoned,
     #[error("stored object is shorter than its recorded size")]
     Truncated,
+    #[error("stored object does not match its digest (disk corruption?): removed from the cache")]
+    Corrupt,
 }
 
 /// What a fill has achieved so far.
@@ -350,15 +352,32 @@ impl Follower {
 /// Chunks of a published object read ahead of the one being sent.
 const READ_AHEAD: usize = 2;
 
+/// Re-hash a whole published object while it is served: the last chunk is
+/// held back until the bytes match `digest`; if they do not, the response
+/// ends with an error and `on_corrupt` runs (it quarantines the object).
+pub struct VerifyRead {
+    pub digest: crate::digest::Digest,
+    pub on_corrupt: Box<dyn FnOnce() + Send>,
+}
+
 /// Stream bytes `start..end` of a published object, keeping it pinned. The
 /// next chunks are read (on the blocking pool) while the last one is sent.
-pub fn published(reader: Arc<dyn ObjectReader>, start: u64, end: u64, pin: PinGuard) -> ByteStream {
+/// With `verify` (whole objects only), bytes are hashed as they go, on the
+/// blocking pool.
+pub fn published(
+    reader: Arc<dyn ObjectReader>,
+    start: u64,
+    end: u64,
+    pin: PinGuard,
+    verify: Option<VerifyRead>,
+) -> ByteStream {
     struct Reading {
         reader: Arc<dyn ObjectReader>,
         /// Reads under way, in order, each with the length it must return.
         ahead: VecDeque<(usize, BoxFuture<'static, std::io::Result<Bytes>>)>,
         next: u64,
         end: u64,
+        hasher: Option<(crate::digest::Hasher, VerifyRead)>,
         _pin: PinGuard,
     }
     impl Reading {
@@ -369,12 +388,40 @@ pub fn published(reader: Arc<dyn ObjectReader>, start: u64, end: u64, pin: PinGu
                 self.next += n as u64;
             }
         }
+
+        /// Hash `chunk`; at the last one, whether the object verified.
+        async fn hash(&mut self, chunk: &Bytes) -> Result<(), BoxError> {
+            let Some((hasher, v)) = self.hasher.take() else {
+                return Ok(());
+            };
+            let data = chunk.clone();
+            let hasher = tokio::task::spawn_blocking(move || {
+                let mut h = hasher;
+                h.update(&data);
+                h
+            })
+            .await
+            .map_err(|e| Box::new(e) as BoxError)?;
+            if !self.ahead.is_empty() || self.next < self.end {
+                self.hasher = Some((hasher, v));
+                return Ok(());
+            }
+            if hasher.finish() == v.digest {
+                return Ok(());
+            }
+            (v.on_corrupt)();
+            Err(Box::new(StreamError::Corrupt))
+        }
     }
+    let hasher = verify
+        .filter(|_| start == 0)
+        .map(|v| (crate::digest::Hasher::new(v.digest.algorithm()), v));
     let mut reading = Reading {
         reader,
         ahead: VecDeque::new(),
         next: start,
         end,
+        hasher,
         _pin: pin,
     };
     reading.fill();
@@ -385,13 +432,17 @@ pub fn published(reader: Arc<dyn ObjectReader>, start: u64, end: u64, pin: PinGu
             // file is shorter than the object it should hold.
             Ok(b) if b.len() == want => {
                 r.fill();
-                return Some((Ok(b), r));
+                match r.hash(&b).await {
+                    Ok(()) => return Some((Ok(b), r)),
+                    Err(e) => Err(e),
+                }
             }
             Ok(_) => Err(Box::new(StreamError::Truncated)),
             Err(e) => Err(Box::new(e)),
         };
         r.ahead.clear();
         r.next = r.end;
+        r.hasher = None;
         Some((item, r))
     }))
 }
@@ -423,7 +474,12 @@ mod tests {
 
     fn pin_guard() -> (PinGuard, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let idx = super::super::index::Index::open(&dir.path().join("i.redb")).unwrap();
+        let idx = super::super::index::Index::open(
+            &dir.path().join("i.redb"),
+            crate::clock::Clock::system(),
+        )
+        .unwrap()
+        .0;
         let d = crate::digest::Digest::of(crate::digest::Algorithm::Sha256, b"x");
         let rt = tokio::runtime::Handle::current();
         let guard = tokio::task::block_in_place(|| rt.block_on(idx.insert(&d, 1, None))).unwrap();
@@ -552,7 +608,7 @@ mod tests {
         let on_disk = 2 * CHUNK + 10;
         let obj: Arc<dyn ObjectReader> = Arc::new(Growing(Mutex::new(vec![1u8; on_disk])));
         let (pin, _dir) = pin_guard();
-        let mut s = published(obj, 0, 3 * CHUNK as u64, pin);
+        let mut s = published(obj, 0, 3 * CHUNK as u64, pin, None);
         let mut sent = 0;
         let failed = loop {
             match s.next().await {
@@ -570,7 +626,7 @@ mod tests {
     async fn published_streams_ranges() {
         let obj: Arc<dyn ObjectReader> = Arc::new(Growing(Mutex::new((0..=255u8).collect())));
         let (pin, _dir) = pin_guard();
-        let got: Vec<u8> = published(obj, 10, 20, pin)
+        let got: Vec<u8> = published(obj, 10, 20, pin, None)
             .map(|c| c.unwrap().to_vec())
             .concat()
             .await;

@@ -8,8 +8,6 @@
 //! the referrers tag schema (`<alg>-<hex>`), which the manifest flow caches.
 //! This module must not build HTTP responses.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 
 use super::index::{TagKey, TagName};
@@ -157,8 +155,9 @@ impl Cache {
 
     fn referrers_api_missing(&self, id: UpstreamId) -> bool {
         let seen = self.0.no_referrers_api.lock().expect("referrers lock");
-        seen.get(&id)
-            .is_some_and(|at| at.elapsed() < self.0.tag_ttl)
+        seen.get(&id).is_some_and(|at| {
+            self.0.clock.instant().saturating_duration_since(*at) < self.0.tag_ttl
+        })
     }
 
     async fn resolve_referrers(
@@ -186,7 +185,7 @@ impl Cache {
                         .no_referrers_api
                         .lock()
                         .expect("referrers lock")
-                        .insert(target.upstream, Instant::now());
+                        .insert(target.upstream, self.0.clock.instant());
                 }
                 Err(e) if e.is_unavailable() => {
                     if let Some(entry) = self.0.index.tag(&key)

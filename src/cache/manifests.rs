@@ -10,7 +10,6 @@
 //! stale. This module must not build HTTP responses.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -116,7 +115,9 @@ impl Cache {
     }
 
     pub(super) fn is_fresh(&self, entry: &TagEntry) -> bool {
-        SystemTime::now()
+        self.0
+            .clock
+            .now()
             .duration_since(entry.fetched_at)
             .is_ok_and(|age| age < self.0.tag_ttl)
     }
@@ -288,12 +289,18 @@ impl Cache {
         })
     }
 
+    /// Remember where a tag points. A failure (the index cannot be written)
+    /// does not fail the request: the answer is verified either way, it is
+    /// only not remembered, and readiness reports the index.
     pub(super) async fn record_tag(&self, key: &TagKey, digest: &Digest) -> Result<(), CacheError> {
         let entry = TagEntry {
             digest: digest.clone(),
-            fetched_at: SystemTime::now(),
+            fetched_at: self.0.clock.now(),
         };
-        Ok(self.0.index.set_tag(key, entry).await?)
+        if let Err(e) = self.0.index.set_tag(key, entry).await {
+            tracing::warn!(tag = ?key.name, error = %crate::error::chain(&e), "could not record a tag in the index");
+        }
+        Ok(())
     }
 
     async fn fetch_by_digest(

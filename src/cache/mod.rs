@@ -20,6 +20,7 @@ pub mod hot;
 pub mod index;
 pub mod lists;
 pub mod manifests;
+pub mod scrub;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,13 +30,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::digest::Digest;
 use crate::manifest::ManifestError;
 use crate::metrics::Metrics;
 use crate::router::UpstreamId;
 use crate::store::local::LocalStore;
-use crate::store::{ObjectStore, PendingObject, StoreError};
+use crate::store::{Check, ObjectStore, PendingObject, StoreError};
 use crate::upstream::{UpstreamError, Upstreams};
 use fill::Fill;
 use flight::Flights;
@@ -45,6 +47,8 @@ use manifests::{ManifestKey, SharedManifest};
 
 /// How often access times are written to the index.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+/// Objects re-hashed at once when adopting them at start.
+const ADOPT_CONCURRENCY: usize = 4;
 
 /// Why the cache could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +109,8 @@ struct Inner {
     offline: bool,
     tag_ttl: Duration,
     max_size: u64,
+    /// Re-hash cached blobs served whole.
+    verify_reads: bool,
     blob_fills: Flights<Digest, Arc<Fill>>,
     manifest_flights: Flights<ManifestKey, SharedManifest>,
     /// Recently served manifests, in memory.
@@ -117,6 +123,7 @@ struct Inner {
     /// Upstreams seen without a referrers API, and when.
     no_referrers_api: Mutex<HashMap<UpstreamId, Instant>>,
     metrics: Metrics,
+    clock: Clock,
 }
 
 impl Cache {
@@ -126,15 +133,25 @@ impl Cache {
         config: &Config,
         upstreams: Upstreams,
         metrics: Metrics,
+        clock: Clock,
     ) -> Result<Cache, CacheError> {
         let dir = config.data_dir.clone();
-        let (store, index) = tokio::task::spawn_blocking(move || -> Result<_, CacheError> {
-            let store = LocalStore::open(&dir)?;
-            let index = Index::open(&dir.join("index.redb"))?;
-            Ok((store, index))
-        })
-        .await
-        .map_err(CacheError::Task)??;
+        let time = clock.clone();
+        let (store, (index, opened)) =
+            tokio::task::spawn_blocking(move || -> Result<_, CacheError> {
+                let store = LocalStore::open(&dir)?;
+                let index = Index::open(&dir.join("index.redb"), time)?;
+                Ok((store, index))
+            })
+            .await
+            .map_err(CacheError::Task)??;
+        if let Some(aside) = &opened.quarantined {
+            tracing::error!(
+                moved_to = %aside.display(),
+                reason = opened.reason.as_deref().unwrap_or(""),
+                "the cache index could not be read; it was moved aside and is rebuilt from the objects on disk (every object re-hashed; tags and verdicts are lost and will be fetched and checked again)"
+            );
+        }
         let store: Arc<dyn ObjectStore> = Arc::new(store);
         let cache = Cache(Arc::new(Inner {
             index,
@@ -143,6 +160,7 @@ impl Cache {
             offline: config.offline,
             tag_ttl: config.cache.tag_ttl,
             max_size: config.cache.max_size,
+            verify_reads: config.cache.verify_reads,
             blob_fills: Flights::default(),
             manifest_flights: Flights::default(),
             hot: HotManifests::new(config.cache.manifest_memory),
@@ -151,22 +169,55 @@ impl Cache {
             fills_running: tokio::sync::watch::Sender::new(0),
             no_referrers_api: Mutex::new(HashMap::new()),
             metrics,
+            clock,
         }));
         cache.reconcile(&config.data_dir).await?;
         evict::spawn(&cache, FLUSH_INTERVAL);
+        scrub::spawn(&cache, config.cache.scrub_rate);
+        cache.watch_writable();
         Ok(cache)
     }
 
-    /// Make index and store agree: drop entries without bytes, delete bytes
-    /// without entries, discard partial writes.
+    /// Mirror the index's writability into the metrics.
+    fn watch_writable(&self) {
+        let mut writable = self.0.index.writable();
+        let metrics = self.0.metrics.clone();
+        metrics.index_writable(*writable.borrow());
+        tokio::spawn(async move {
+            while writable.changed().await.is_ok() {
+                metrics.index_writable(*writable.borrow_and_update());
+            }
+        });
+    }
+
+    /// Whether the index accepts writes (readiness depends on it).
+    pub fn is_writable(&self) -> bool {
+        *self.0.index.writable().borrow()
+    }
+
+    /// Flush access times and close the index cleanly (at shutdown).
+    pub async fn close(&self) {
+        if let Err(e) = self.flush().await {
+            tracing::error!(error = %crate::error::chain(&e), "flushing the index on shutdown failed");
+        }
+        self.0.index.close().await;
+    }
+
+    /// Make index and store agree: drop entries without bytes, discard
+    /// partial writes, and adopt objects the index does not name (published
+    /// just before a crash, or every object when the index was lost) once
+    /// they are re-hashed; the ones that do not match are deleted.
     async fn reconcile(&self, dir: &Path) -> Result<(), CacheError> {
         let stored = self.0.store.list().await?;
-        let inner = self.0.clone();
-        let report = tokio::task::spawn_blocking(move || inner.index.reconcile(&stored))
-            .await
-            .map_err(CacheError::Task)??;
+        let report = self.0.index.reconcile(&stored).await?;
         let orphans = report.orphans.len();
-        self.0.store.delete(report.orphans).await?;
+        if orphans > 0 {
+            tracing::info!(
+                objects = orphans,
+                "re-hashing objects the index does not name"
+            );
+        }
+        let (adopted, bad) = self.adopt(report.orphans).await?;
         let (bytes, objects) = self.0.index.totals();
         self.0.metrics.cache_totals(bytes, objects);
         tracing::info!(
@@ -174,13 +225,74 @@ impl Cache {
             objects,
             bytes,
             dropped_entries = report.dropped_entries,
-            deleted_orphans = orphans,
+            adopted_orphans = adopted,
+            deleted_corrupt = bad,
             "cache opened"
         );
         if bytes > self.0.max_size {
             self.0.evict_wanted.notify_one();
         }
         Ok(())
+    }
+
+    /// Re-hash `orphans` and index the good ones (a manifest as a manifest,
+    /// when its bytes parse as one); delete the bad. Returns (adopted, bad).
+    async fn adopt(&self, orphans: Vec<Digest>) -> Result<(usize, usize), CacheError> {
+        use futures_util::StreamExt;
+        let results: Vec<Result<Option<bool>, CacheError>> = futures_util::stream::iter(orphans)
+            .map(|d| async move {
+                match crate::store::rehash(&*self.0.store, &d, 0).await? {
+                    Check::Absent => Ok(None),
+                    Check::Bad { .. } => {
+                        self.0.metrics.corrupt_objects(1);
+                        self.0.store.delete(vec![d]).await?;
+                        Ok(Some(false))
+                    }
+                    Check::Good { size } => {
+                        let media_type = self.manifest_type_on_disk(&d, size).await?;
+                        drop(self.0.index.insert(&d, size, media_type).await?);
+                        Ok(Some(true))
+                    }
+                }
+            })
+            .buffer_unordered(ADOPT_CONCURRENCY)
+            .collect()
+            .await;
+        let mut counts = (0, 0);
+        for r in results {
+            match r? {
+                Some(true) => counts.0 += 1,
+                Some(false) => counts.1 += 1,
+                None => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The manifest type of a stored object whose bytes parse as a manifest.
+    async fn manifest_type_on_disk(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<&'static str>, CacheError> {
+        if size > crate::upstream::MAX_MANIFEST_SIZE as u64 {
+            return Ok(None);
+        }
+        let Some(object) = self.0.store.open(digest).await? else {
+            return Ok(None);
+        };
+        let bytes = object
+            .reader
+            .read_at(0, size as usize)
+            .await
+            .map_err(|source| StoreError::Io {
+                op: "read",
+                path: digest.to_string().into(),
+                source,
+            })?;
+        Ok(crate::manifest::Manifest::check(digest, bytes, None)
+            .ok()
+            .map(|m| m.media_type()))
     }
 
     pub fn is_offline(&self) -> bool {

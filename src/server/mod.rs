@@ -109,8 +109,9 @@ pub async fn bind(config: &Config) -> Result<Bound, ServerError> {
 /// [`bind`], deciding by `clock` (a manual clock drives time in tests).
 pub async fn bind_with(config: &Config, clock: Clock) -> Result<Bound, ServerError> {
     let metrics = Metrics::new();
-    let upstreams = Upstreams::new(&config.upstreams, &metrics).map_err(ServerError::Upstream)?;
-    let cache = Cache::open(config, upstreams, metrics.clone())
+    let upstreams =
+        Upstreams::new(&config.upstreams, &metrics, &clock).map_err(ServerError::Upstream)?;
+    let cache = Cache::open(config, upstreams, metrics.clone(), clock.clone())
         .await
         .map_err(ServerError::Cache)?;
     let router = Arc::new(Router::new(&config.upstreams));
@@ -272,9 +273,7 @@ impl Bound {
         {
             tracing::warn!("shutdown_grace is over; cutting the remaining blob fills");
         }
-        if let Err(e) = app.cache().flush().await {
-            tracing::error!(error = %crate::error::chain(&e), "flushing the index on shutdown failed");
-        }
+        app.cache().close().await;
         tracing::info!("stopped");
     }
 }

@@ -127,6 +127,68 @@ pub trait PendingObject: Send {
     fn publish(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
 }
 
+/// What re-hashing a published object found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// No such object.
+    Absent,
+    /// Its bytes match its digest.
+    Good { size: u64 },
+    /// They do not: the object must not be served.
+    Bad { size: u64, actual: Digest },
+}
+
+/// Re-hash the published object `digest`, reading it in chunks through the
+/// store's ranged reads and hashing off the async threads. With a
+/// `max_rate` (bytes per second, 0 for none) it paces itself by sleeping on
+/// tokio's timer between chunks, so a background scrub stays cancellable.
+pub async fn rehash(
+    store: &dyn ObjectStore,
+    digest: &Digest,
+    max_rate: u64,
+) -> Result<Check, StoreError> {
+    let Some(object) = store.open(digest).await? else {
+        return Ok(Check::Absent);
+    };
+    let mut hasher = crate::digest::Hasher::new(digest.algorithm());
+    let mut at = 0u64;
+    while at < object.size {
+        let want = (object.size - at).min(buffers::CHUNK as u64) as usize;
+        let chunk = object
+            .reader
+            .read_at(at, want)
+            .await
+            .map_err(|source| StoreError::Io {
+                op: "read",
+                path: digest.to_string().into(),
+                source,
+            })?;
+        if chunk.is_empty() {
+            break;
+        }
+        at += chunk.len() as u64;
+        hasher = tokio::task::spawn_blocking(move || {
+            hasher.update(&chunk);
+            hasher
+        })
+        .await
+        .map_err(StoreError::Task)?;
+        if max_rate > 0 {
+            let pause = want as f64 / max_rate as f64;
+            tokio::time::sleep(std::time::Duration::from_secs_f64(pause.min(60.0))).await;
+        }
+    }
+    let actual = hasher.finish();
+    Ok(if actual == *digest && at == object.size {
+        Check::Good { size: object.size }
+    } else {
+        Check::Bad {
+            size: object.size,
+            actual,
+        }
+    })
+}
+
 /// Run blocking store work off the async threads.
 async fn blocking<T, F>(f: F) -> Result<T, StoreError>
 where

@@ -11,6 +11,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
+
 /// How long to fail fast after the upstream was found unreachable.
 pub const HOLD: Duration = Duration::from_secs(5);
 
@@ -25,6 +27,7 @@ enum State {
 pub struct Breaker {
     state: Arc<Mutex<State>>,
     hold: Duration,
+    clock: Clock,
 }
 
 /// Permission to send; report the outcome with [`Admission::reachable`] or
@@ -35,20 +38,22 @@ pub struct Admission {
     probe: bool,
     hold: Duration,
     reported: bool,
+    clock: Clock,
 }
 
 impl Breaker {
-    pub fn new(hold: Duration) -> Breaker {
+    pub fn new(hold: Duration, clock: Clock) -> Breaker {
         Breaker {
             state: Arc::new(Mutex::new(State::Closed)),
             hold,
+            clock,
         }
     }
 
     /// Admit a request, or say how long until the upstream is tried again.
     pub fn admit(&self) -> Result<Admission, Duration> {
         let mut s = self.state.lock().expect("breaker lock");
-        let now = Instant::now();
+        let now = self.clock.instant();
         let probe = match *s {
             State::Closed => false,
             State::Open { until } if now < until => return Err(until - now),
@@ -63,6 +68,7 @@ impl Breaker {
             probe,
             hold: self.hold,
             reported: false,
+            clock: self.clock.clone(),
         })
     }
 }
@@ -78,7 +84,7 @@ impl Admission {
     pub fn unreachable(mut self) {
         self.reported = true;
         *self.state.lock().expect("breaker lock") = State::Open {
-            until: Instant::now() + self.hold,
+            until: self.clock.instant() + self.hold,
         };
     }
 }
@@ -89,7 +95,7 @@ impl Drop for Admission {
             let mut s = self.state.lock().expect("breaker lock");
             if *s == State::Probing {
                 *s = State::Open {
-                    until: Instant::now(),
+                    until: self.clock.instant(),
                 };
             }
         }
@@ -102,13 +108,16 @@ mod tests {
 
     #[test]
     fn opens_on_failure_then_lets_one_probe_through() {
-        let b = Breaker::new(Duration::from_millis(30));
+        let clock = Clock::manual(std::time::SystemTime::UNIX_EPOCH);
+        let b = Breaker::new(Duration::from_secs(5), clock.clone());
         b.admit().unwrap().unreachable();
         assert!(
             b.admit().is_err(),
             "requests must fail fast during the hold"
         );
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(Duration::from_secs(4));
+        assert!(b.admit().is_err(), "still within the hold");
+        clock.advance(Duration::from_secs(1));
         let probe = b.admit().unwrap();
         assert!(b.admit().is_err(), "only one probe at a time");
         probe.reachable();
@@ -118,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_probe_does_not_wedge_the_breaker() {
-        let b = Breaker::new(Duration::ZERO);
+        let b = Breaker::new(Duration::ZERO, Clock::system());
         b.admit().unwrap().unreachable();
         let probe = b.admit().unwrap();
         drop(probe);
@@ -130,9 +139,10 @@ mod tests {
 
     #[test]
     fn a_failed_probe_opens_again() {
-        let b = Breaker::new(Duration::from_millis(30));
+        let clock = Clock::manual(std::time::SystemTime::UNIX_EPOCH);
+        let b = Breaker::new(Duration::from_secs(5), clock.clone());
         b.admit().unwrap().unreachable();
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(Duration::from_secs(5));
         b.admit().unwrap().unreachable();
         assert!(b.admit().is_err(), "a failed probe must start a new hold");
     }

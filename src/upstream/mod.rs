@@ -18,6 +18,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LINK};
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 use crate::digest::Digest;
 use crate::media::MANIFEST_ACCEPT;
@@ -157,7 +158,11 @@ fn header_str<'a>(h: &'a HeaderMap, name: &http::header::HeaderName) -> Option<&
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, metrics: Metrics) -> Result<Upstream, UpstreamError> {
+    pub fn new(
+        cfg: &UpstreamConfig,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Result<Upstream, UpstreamError> {
         let name = cfg.name.to_string();
         Ok(Upstream {
             transport: Transport {
@@ -171,7 +176,7 @@ impl Upstream {
                     window: cfg.min_rate_window,
                 },
                 metrics,
-                breaker: breaker::Breaker::new(breaker::HOLD),
+                breaker: breaker::Breaker::new(breaker::HOLD, clock),
                 name,
             },
         })
@@ -387,10 +392,14 @@ impl Upstream {
 pub struct Upstreams(Arc<Vec<Upstream>>);
 
 impl Upstreams {
-    pub fn new(cfgs: &[UpstreamConfig], metrics: &Metrics) -> Result<Upstreams, UpstreamError> {
+    pub fn new(
+        cfgs: &[UpstreamConfig],
+        metrics: &Metrics,
+        clock: &Clock,
+    ) -> Result<Upstreams, UpstreamError> {
         let list = cfgs
             .iter()
-            .map(|c| Upstream::new(c, metrics.clone()))
+            .map(|c| Upstream::new(c, metrics.clone(), clock.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Upstreams(Arc::new(list)))
     }

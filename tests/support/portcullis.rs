@@ -22,6 +22,20 @@ struct Log {
     exited: bool,
 }
 
+/// The config file: `listen`, `data_dir = "data"` (unless `extra` sets
+/// its own `data_dir` in a line of its own), then `extra`.
+fn config_text(extra: &str) -> String {
+    let own_data_dir = extra
+        .lines()
+        .any(|l| l.trim_start().starts_with("data_dir"));
+    let data_dir = if own_data_dir {
+        ""
+    } else {
+        "data_dir = \"data\"\n"
+    };
+    format!("listen = \"127.0.0.1:0\"\n{data_dir}{extra}\n")
+}
+
 /// A running portcullis.
 pub struct Portcullis {
     child: Option<Child>,
@@ -48,8 +62,7 @@ impl Portcullis {
             std::fs::write(dir.path().join(name), content)
                 .map_err(|e| err!("writing {name}: {e}"))?;
         }
-        let config = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{extra}\n");
-        std::fs::write(dir.path().join("portcullis.toml"), config)
+        std::fs::write(dir.path().join("portcullis.toml"), config_text(extra))
             .map_err(|e| err!("writing config: {e}"))?;
         let mut p = Portcullis {
             child: None,
@@ -63,8 +76,7 @@ impl Portcullis {
 
     /// Replace the config's extra part (takes effect at the next restart).
     pub fn rewrite_config(&self, extra: &str) -> Result<()> {
-        let config = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{extra}\n");
-        std::fs::write(self.dir.path().join("portcullis.toml"), config)
+        std::fs::write(self.dir.path().join("portcullis.toml"), config_text(extra))
             .map_err(|e| err!("writing config: {e}"))
     }
 

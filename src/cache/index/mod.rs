@@ -7,18 +7,27 @@
 //! Readers *pin* an entry for as long as they stream it, and eviction only
 //! takes unpinned entries. Access times live in memory and are flushed in
 //! batches. It also keeps the policy gate's verdicts (opaque bytes with an
-//! expiry), mirrored in memory the same way. Every redb transaction runs on
-//! the blocking pool. This module must not touch object bytes or upstreams.
+//! expiry), mirrored in memory the same way. Every write goes through the
+//! index's own writer thread ([`writer`]), which commits concurrent changes
+//! together and recovers from I/O errors; the database is read only when it
+//! is opened. Opening never panics: an index redb cannot read is moved aside
+//! and a fresh one created, and the caller rebuilds it from the objects on
+//! disk. This module must not touch object bytes or upstreams.
+
+mod writer;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::digest::Digest;
 use crate::reference::{RegistryHost, RepoName, Tag};
+use writer::{Op, Writer};
 
 /// digest -> (size, last access in ms since the epoch, media type or "" for blobs)
 const OBJECTS: TableDefinition<&str, (u64, u64, &str)> = TableDefinition::new("objects");
@@ -32,6 +41,22 @@ const VERDICTS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("verd
 pub enum IndexError {
     #[error("index database error")]
     Db(#[source] redb::Error),
+    #[error("the index could not be written")]
+    Write(#[source] Arc<redb::Error>),
+    #[error("the index is closed")]
+    Closed,
+    #[error("cannot start the index writer")]
+    Thread(#[source] std::io::Error),
+    #[error("cannot move the unreadable index {path} aside")]
+    Quarantine {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the cache is in use by another portcullis (its index is locked): stop it first, or rely on its background scrub (cache.scrub_rate)"
+    )]
+    InUse,
     #[error("index task failed")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -111,13 +136,14 @@ struct Mem {
     verdicts: HashMap<String, (u64, Arc<[u8]>)>,
     total: u64,
     /// Strictly increasing access stamp (ms since the epoch, bumped on ties).
-    clock: u64,
+    stamp: u64,
+    time: Clock,
 }
 
 impl Mem {
     fn stamp(&mut self) -> u64 {
-        self.clock = unix_ms(SystemTime::now()).max(self.clock + 1);
-        self.clock
+        self.stamp = unix_ms(self.time.now()).max(self.stamp.saturating_add(1));
+        self.stamp
     }
 
     /// An object's entry, its access recorded now.
@@ -167,20 +193,100 @@ pub struct Reconciled {
 
 /// The index: redb on disk, mirrored in memory.
 pub struct Index {
-    db: Arc<Database>,
+    writer: Writer,
     mem: Arc<Mutex<Mem>>,
+    time: Clock,
+}
+
+/// What opening the index found.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// Where an index redb could not read was moved (its tags are lost).
+    pub quarantined: Option<PathBuf>,
+    /// Why it could not be read.
+    pub reason: Option<String>,
+}
+
+/// Open failures that mean the file is damaged (as opposed to in use, or
+/// unreadable for reasons moving it aside would not fix).
+fn damaged(e: &redb::Error) -> bool {
+    matches!(
+        e,
+        redb::Error::Corrupted(_)
+            | redb::Error::UpgradeRequired(_)
+            | redb::Error::RepairAborted
+            | redb::Error::TableTypeMismatch { .. }
+            | redb::Error::TableIsMultimap(_)
+            | redb::Error::TypeDefinitionChanged { .. }
+    ) || matches!(e, redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData || io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+/// Open the database and read it into memory, catching redb's panics.
+fn load(path: &Path, time: &Clock) -> Result<(Database, Mem), redb::Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path, time)))
+        .unwrap_or_else(|_| {
+            Err(redb::Error::Corrupted(
+                "redb panicked reading the index".into(),
+            ))
+        })
 }
 
 impl Index {
-    /// Open or create the index and load it. Blocking: call from the blocking pool.
-    pub fn open(path: &Path) -> Result<Index, IndexError> {
+    /// Open or create the index and load it. Blocking: call from the
+    /// blocking pool, inside the runtime. An index that cannot be read is
+    /// moved aside and replaced by an empty one (see [`Opened`]).
+    pub fn open(path: &Path, time: Clock) -> Result<(Index, Opened), IndexError> {
+        let mut opened = Opened::default();
+        let (db, mem) = match load(path, &time) {
+            Ok(loaded) => loaded,
+            Err(e) if damaged(&e) => {
+                let aside =
+                    path.with_extension(format!("redb.corrupt-{}", unix_ms(SystemTime::now())));
+                std::fs::rename(path, &aside).map_err(|source| IndexError::Quarantine {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                opened.quarantined = Some(aside);
+                opened.reason = Some(e.to_string());
+                load(path, &time)?
+            }
+            Err(redb::Error::DatabaseAlreadyOpen) => return Err(IndexError::InUse),
+            Err(e) => return Err(e.into()),
+        };
+        let writer = Writer::start(db, path.to_owned())?;
+        Ok((
+            Index {
+                writer,
+                mem: Arc::new(Mutex::new(mem)),
+                time,
+            },
+            opened,
+        ))
+    }
+
+    /// Whether the index accepts writes now (and when that changes).
+    pub fn writable(&self) -> watch::Receiver<bool> {
+        self.writer.writable()
+    }
+
+    /// Commit what is queued and close the database cleanly.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+}
+
+fn load_inner(path: &Path, time: &Clock) -> Result<(Database, Mem), redb::Error> {
+    {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(OBJECTS)?;
         tx.open_table(TAGS)?;
         tx.open_table(VERDICTS)?;
         tx.commit()?;
-        let mut mem = Mem::default();
+        let mut mem = Mem {
+            time: time.clone(),
+            ..Mem::default()
+        };
         let tx = db.begin_read()?;
         for row in tx.open_table(OBJECTS)?.iter()? {
             let (k, v) = row?;
@@ -189,7 +295,7 @@ impl Index {
             };
             let (size, last_access, media_type) = v.value();
             mem.total += size;
-            mem.clock = mem.clock.max(last_access);
+            mem.stamp = mem.stamp.max(last_access);
             let media_type = (!media_type.is_empty()).then(|| Arc::from(media_type));
             mem.objects.insert(
                 digest,
@@ -214,7 +320,7 @@ impl Index {
                 );
             }
         }
-        let now = unix_ms(SystemTime::now());
+        let now = unix_ms(time.now());
         for row in tx.open_table(VERDICTS)?.iter()? {
             let (k, v) = row?;
             let (expires, bytes) = v.value();
@@ -223,19 +329,19 @@ impl Index {
                     .insert(k.value().to_owned(), (expires, Arc::from(bytes)));
             }
         }
-        Ok(Index {
-            db: Arc::new(db),
-            mem: Arc::new(Mutex::new(mem)),
-        })
+        drop(tx);
+        Ok((db, mem))
     }
+}
 
+impl Index {
     fn mem(&self) -> MutexGuard<'_, Mem> {
         self.mem.lock().expect("index lock")
     }
 
     /// Compare with the objects actually stored: drop entries without a
-    /// matching file and report files without an entry. Blocking.
-    pub fn reconcile(&self, stored: &[(Digest, u64)]) -> Result<Reconciled, IndexError> {
+    /// matching file and report files without an entry.
+    pub async fn reconcile(&self, stored: &[(Digest, u64)]) -> Result<Reconciled, IndexError> {
         let on_disk: HashMap<&Digest, u64> = stored.iter().map(|(d, n)| (d, *n)).collect();
         let mut out = Reconciled::default();
         let mut missing = Vec::new();
@@ -260,14 +366,14 @@ impl Index {
         }
         out.dropped_entries = missing.len();
         if !missing.is_empty() {
-            let tx = self.db.begin_write()?;
-            {
+            self.write(move |tx| {
                 let mut t = tx.open_table(OBJECTS)?;
                 for d in &missing {
                     t.remove(d.as_str())?;
                 }
-            }
-            tx.commit()?;
+                Ok(())
+            })
+            .await?;
         }
         Ok(out)
     }
@@ -276,15 +382,8 @@ impl Index {
     where
         F: FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), IndexError> {
-            let tx = db.begin_write()?;
-            f(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(IndexError::Task)?
+        let op: Op = Box::new(f);
+        self.writer.write(op).await
     }
 
     /// Look up and pin an object, recording the access.
@@ -402,6 +501,15 @@ impl Index {
         tags
     }
 
+    /// Every object held, with its size (a snapshot, in no order).
+    pub fn objects(&self) -> Vec<(Digest, u64)> {
+        self.mem()
+            .objects
+            .iter()
+            .map(|(d, e)| (d.clone(), e.info.size))
+            .collect()
+    }
+
     /// Bytes and objects held.
     pub fn totals(&self) -> (u64, usize) {
         let mem = self.mem();
@@ -458,7 +566,7 @@ impl Index {
 
     /// A verdict that has not expired.
     pub fn verdict(&self, key: &str) -> Option<Arc<[u8]>> {
-        let now = unix_ms(SystemTime::now());
+        let now = unix_ms(self.time.now());
         let mem = self.mem();
         mem.verdicts
             .get(key)
@@ -471,10 +579,13 @@ impl Index {
         &self,
         entries: Vec<(String, Duration, Vec<u8>)>,
     ) -> Result<(), IndexError> {
-        let now = SystemTime::now();
+        let now = self.time.now();
         let rows: Vec<(String, u64, Vec<u8>)> = entries
             .into_iter()
-            .map(|(k, ttl, v)| (k, unix_ms(now + ttl), v))
+            .map(|(k, ttl, v)| {
+                let expires = now.checked_add(ttl).map_or(u64::MAX, unix_ms);
+                (k, expires, v)
+            })
             .collect();
         let mem_rows: Vec<(String, u64, Arc<[u8]>)> = rows
             .iter()
@@ -497,7 +608,7 @@ impl Index {
 
     /// Drop expired verdicts; returns how many.
     pub async fn purge_verdicts(&self) -> Result<usize, IndexError> {
-        let now = unix_ms(SystemTime::now());
+        let now = unix_ms(self.time.now());
         let expired: Vec<String> = {
             let mut mem = self.mem();
             let keys: Vec<String> = mem
@@ -579,7 +690,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
         {
-            let idx = Index::open(&path).unwrap();
+            let idx = Index::open(&path, Clock::system()).unwrap().0;
             drop(idx.insert(&d("a"), 10, None).await.unwrap());
             drop(
                 idx.insert(&d("m"), 5, Some(crate::media::OCI_MANIFEST))
@@ -609,7 +720,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let idx = Index::open(&path).unwrap();
+        let idx = Index::open(&path, Clock::system()).unwrap().0;
         assert_eq!(idx.totals(), (15, 2));
         assert_eq!(
             idx.get(&d("m")).unwrap().media_type.as_deref(),
@@ -637,7 +748,9 @@ mod tests {
     #[tokio::test]
     async fn evicts_least_recently_used_and_never_pinned() {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+        let idx = Index::open(&dir.path().join("i.redb"), Clock::system())
+            .unwrap()
+            .0;
         for name in ["a", "b", "c"] {
             drop(idx.insert(&d(name), 10, None).await.unwrap());
         }
@@ -655,12 +768,14 @@ mod tests {
     #[tokio::test]
     async fn reconcile_drops_missing_and_reports_orphans() {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("i.redb")).unwrap();
+        let idx = Index::open(&dir.path().join("i.redb"), Clock::system())
+            .unwrap()
+            .0;
         drop(idx.insert(&d("kept"), 3, None).await.unwrap());
         drop(idx.insert(&d("gone"), 3, None).await.unwrap());
         drop(idx.insert(&d("short"), 3, None).await.unwrap());
         let stored = vec![(d("kept"), 3), (d("short"), 2), (d("orphan"), 7)];
-        let r = idx.reconcile(&stored).unwrap();
+        let r = idx.reconcile(&stored).await.unwrap();
         assert_eq!(r.kept, 1);
         assert_eq!(r.dropped_entries, 2);
         assert_eq!(r.orphans, vec![d("short"), d("orphan")]);
@@ -672,7 +787,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("i.redb");
         {
-            let idx = Index::open(&path).unwrap();
+            let idx = Index::open(&path, Clock::system()).unwrap().0;
             idx.put_verdicts(vec![
                 ("long".into(), Duration::from_secs(3600), b"pass".to_vec()),
                 ("gone".into(), Duration::ZERO, b"deny".to_vec()),
@@ -686,9 +801,59 @@ mod tests {
             );
             assert_eq!(idx.purge_verdicts().await.unwrap(), 1);
         }
-        let idx = Index::open(&path).unwrap();
+        let idx = Index::open(&path, Clock::system()).unwrap().0;
         assert_eq!(idx.verdict("long").as_deref(), Some(&b"pass"[..]));
         assert!(idx.verdict("missing").is_none());
+    }
+
+    /// A damaged index file never panics start-up: it is moved aside (or,
+    /// if the damage is where redb does not look, read as it is).
+    #[tokio::test]
+    async fn a_damaged_index_is_moved_aside_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            let (idx, _) = Index::open(&path, Clock::system()).unwrap();
+            for n in 0..2000 {
+                drop(idx.insert(&d(&n.to_string()), 10, None).await.unwrap());
+            }
+            idx.close().await;
+        }
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Garbage over the middle of the file, where the tables' pages are.
+        for b in &mut bytes[len / 4..3 * len / 4] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (idx, opened) = Index::open(&path, Clock::system()).unwrap();
+        let aside = opened.quarantined.expect("the damage was found");
+        assert!(aside.exists(), "the damaged file is kept for inspection");
+        assert_eq!(idx.totals(), (0, 0), "a fresh index, to be rebuilt");
+        drop(idx.insert(&d("after"), 1, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_committed_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        {
+            let (idx, _) = Index::open(&path, Clock::system()).unwrap();
+            let idx = Arc::new(idx);
+            let mut tasks = Vec::new();
+            for n in 0..64 {
+                let idx = idx.clone();
+                tasks.push(tokio::spawn(async move {
+                    drop(idx.insert(&d(&format!("c{n}")), 1, None).await.unwrap());
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let (idx, opened) = Index::open(&path, Clock::system()).unwrap();
+        assert!(opened.quarantined.is_none());
+        assert_eq!(idx.totals(), (64, 64));
     }
 
     #[test]
