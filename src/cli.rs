@@ -110,6 +110,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// The configuration and a runtime, or the exit code saying why not.
+fn config_and_runtime(
+    path: Option<&PathBuf>,
+) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let config = load(path).map_err(|e| {
+        eprintln!("portcullis: {}", chain(&e));
+        ExitCode::from(2)
+    })?;
+    Ok((config, runtime()?))
+}
+
 /// Run the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -144,15 +155,8 @@ pub fn main() -> ExitCode {
             output,
             image,
         } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("portcullis: {}", chain(&e));
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match runtime() {
-                Ok(r) => r,
+            let (config, runtime) = match config_and_runtime(config.as_ref()) {
+                Ok(x) => x,
                 Err(code) => return code,
             };
             match runtime.block_on(verify(&config, &image)) {
@@ -177,15 +181,8 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Fsck { config } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("portcullis: {}", chain(&e));
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match runtime() {
-                Ok(r) => r,
+            let (config, runtime) = match config_and_runtime(config.as_ref()) {
+                Ok(x) => x,
                 Err(code) => return code,
             };
             match runtime.block_on(fsck(&config)) {

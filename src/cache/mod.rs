@@ -281,15 +281,7 @@ impl Cache {
         let Some(object) = self.0.store.open(digest).await? else {
             return Ok(None);
         };
-        let bytes = object
-            .reader
-            .read_at(0, size as usize)
-            .await
-            .map_err(|source| StoreError::Io {
-                op: "read",
-                path: digest.to_string().into(),
-                source,
-            })?;
+        let bytes = crate::store::read_chunk(&*object.reader, digest, 0, size as usize).await?;
         Ok(crate::manifest::Manifest::check(digest, bytes, None)
             .ok()
             .map(|m| m.media_type()))
@@ -393,14 +385,7 @@ impl Cache {
                 return Ok(None);
             }
         };
-        let bytes = reader
-            .read_at(0, info.size as usize)
-            .await
-            .map_err(|source| StoreError::Io {
-                op: "read",
-                path: digest.to_string().into(),
-                source,
-            })?;
+        let bytes = crate::store::read_chunk(&*reader, digest, 0, info.size as usize).await?;
         if bytes.len() as u64 != info.size {
             self.forget_missing(digest).await?;
             return Ok(None);

@@ -127,6 +127,23 @@ pub trait PendingObject: Send {
     fn publish(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
 }
 
+/// Read `len` bytes of `digest` from `reader` at `offset` (fewer at the end).
+pub async fn read_chunk(
+    reader: &dyn ObjectReader,
+    digest: &Digest,
+    offset: u64,
+    len: usize,
+) -> Result<Bytes, StoreError> {
+    reader
+        .read_at(offset, len)
+        .await
+        .map_err(|source| StoreError::Io {
+            op: "read",
+            path: digest.to_string().into(),
+            source,
+        })
+}
+
 /// What re-hashing a published object found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
@@ -154,15 +171,7 @@ pub async fn rehash(
     let mut at = 0u64;
     while at < object.size {
         let want = (object.size - at).min(buffers::CHUNK as u64) as usize;
-        let chunk = object
-            .reader
-            .read_at(at, want)
-            .await
-            .map_err(|source| StoreError::Io {
-                op: "read",
-                path: digest.to_string().into(),
-                source,
-            })?;
+        let chunk = read_chunk(&*object.reader, digest, at, want).await?;
         if chunk.is_empty() {
             break;
         }
