@@ -168,6 +168,10 @@ fn cache_status(
             }
             _ => (StatusCode::BAD_GATEWAY, unknown),
         },
+        CacheError::Busy { .. } => {
+            headers.push((RETRY_AFTER, HeaderValue::from_static("5")));
+            (StatusCode::SERVICE_UNAVAILABLE, Code::TooManyRequests)
+        }
         CacheError::Store(_)
         | CacheError::Index(_)
         | CacheError::Task(_)

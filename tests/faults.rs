@@ -167,6 +167,53 @@ fn a_follower_from_another_repository_outlives_the_leaders_refusal() {
     assert_eq!(fake.count("GET", &format!("test/img/blobs/{digest}")), 1);
 }
 
+/// Blob downloads are capped (`cache.max_fills`); the next ones wait in a
+/// bounded queue (`cache.fill_queue`), and beyond it are answered 503 with
+/// Retry-After instead of piling up.
+#[test]
+fn fills_beyond_the_cap_wait_in_a_bounded_queue_then_get_503() {
+    let fake = FakeUpstream::start().unwrap();
+    let blobs: Vec<(Vec<u8>, String)> = (0..3)
+        .map(|_| {
+            let d = random(64 * 1024);
+            let digest = sha256_digest(&d);
+            (d, digest)
+        })
+        .collect();
+    // The first holds the only slot until the read timeout ends it.
+    fake.set_blob(&blobs[0].1, blobs[0].0.clone(), Fault::Stall(1024));
+    fake.set_blob(&blobs[1].1, blobs[1].0.clone(), Fault::None);
+    fake.set_blob(&blobs[2].1, blobs[2].0.clone(), Fault::None);
+    let p = Portcullis::start(&format!(
+        "[cache]\nmax_fills = 1\nfill_queue = 1\n{}read_timeout = \"2s\"\n",
+        upstream("fake.test", &fake.url())
+    ))
+    .unwrap();
+    let get = |i: usize| {
+        let url = blob_url(&p, &blobs[i].1);
+        std::thread::spawn(move || client::get(&url, &[]).unwrap())
+    };
+    let stalled = get(0);
+    p.wait_for_metric("portcullis_fills_in_flight", |v| v >= 1.0)
+        .unwrap();
+    let queued = get(1);
+    p.wait_for_metric("portcullis_fills_waiting", |v| v >= 1.0)
+        .unwrap();
+    let overflow = client::get(&blob_url(&p, &blobs[2].1), &[]).unwrap();
+    assert_eq!(overflow.status, 503);
+    assert_eq!(overflow.header("retry-after"), Some("5"));
+    assert_eq!(
+        fake.count("GET", &blobs[2].1),
+        0,
+        "refused before going upstream"
+    );
+    assert_eq!(p.metric("portcullis_fills_refused_total").unwrap(), 1.0);
+    assert!(refused(&stalled.join().unwrap()));
+    let queued = queued.join().unwrap();
+    assert!(queued.complete, "the queued fill ran once a slot was free");
+    assert_eq!(queued.digest, blobs[1].1);
+}
+
 #[test]
 fn a_manifest_that_does_not_match_its_digest_is_refused() {
     let fake = FakeUpstream::start().unwrap();

@@ -253,6 +253,8 @@ impl Cache {
         digest: &Digest,
         producer: &FillProducer,
     ) -> Result<(Arc<dyn ObjectReader>, u64, PinGuard), CacheError> {
+        // Held for the download's whole life, publishing included.
+        let _slot = self.fill_slot().await?;
         let upstream = self.0.upstreams.get(target.upstream);
         let name = upstream.name().to_owned();
         let download = upstream.get_blob(&target.repo, digest).await?;

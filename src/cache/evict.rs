@@ -3,9 +3,9 @@
 //!
 //! Eviction runs when a publish pushes the cache over its limit (and on a
 //! timer). It takes only unpinned objects (none being read; objects being
-//! written are not in the index yet), and it holds the publish lock while it
-//! removes entries and deletes their files, so a fill cannot publish a digest
-//! between the two. The task holds a weak handle: it ends when the cache is
+//! written are not in the index yet), and it holds each victim's digest lock
+//! while it deletes the file and the entry, so a fill cannot publish that
+//! digest between the two (one that published it again first keeps it). The task holds a weak handle: it ends when the cache is
 //! dropped. This module must not serve requests.
 
 use std::sync::Arc;
@@ -39,11 +39,17 @@ pub(super) fn spawn(cache: &Cache, flush_every: Duration) {
 /// Evict until the cache is within `max_size`.
 pub(super) async fn evict(cache: &Cache) -> Result<(), super::CacheError> {
     let inner = &cache.0;
-    let _publishing = inner.publish_lock.lock().await;
     let victims = inner.index.take_lru(inner.max_size);
     if victims.is_empty() {
         return Ok(());
     }
+    let all: Vec<_> = victims.iter().map(|(d, _)| d.clone()).collect();
+    let _locks = inner.locks.lock_all(&all).await;
+    // A fill may have published one again since it was taken: it stays.
+    let victims: Vec<_> = victims
+        .into_iter()
+        .filter(|(d, _)| inner.index.get(d).is_none())
+        .collect();
     let bytes: u64 = victims.iter().map(|(_, n)| n).sum();
     let digests: Vec<_> = victims.into_iter().map(|(d, _)| d).collect();
     let count = digests.len() as u64;

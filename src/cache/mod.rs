@@ -5,9 +5,10 @@
 //! local store: every operation first asks the local side (index + object
 //! store) and goes upstream only on a miss, an expired tag, or never when
 //! `offline = true`. This module owns the shared plumbing: opening and
-//! reconciling storage at start, publishing verified objects (under one lock
-//! shared with eviction, so an eviction can never delete a file a fill has
-//! just published), and the error type. The flows live in [`manifests`],
+//! reconciling storage at start, publishing verified objects (under a lock
+//! per digest shared with eviction, so an eviction can never delete a file a
+//! fill has just published, while unrelated digests publish side by side),
+//! and the error type. The flows live in [`manifests`],
 //! [`blobs`] and [`lists`]. Nothing from an upstream is stored or served
 //! before it has been checked against its digest. This module must not build
 //! HTTP responses.
@@ -19,6 +20,7 @@ pub mod flight;
 pub mod hot;
 pub mod index;
 pub mod lists;
+mod locks;
 pub mod manifests;
 pub mod scrub;
 
@@ -75,6 +77,10 @@ pub enum CacheError {
     Shared(#[source] Arc<CacheError>),
     #[error("the blob download ended without a result")]
     FillAbandoned,
+    #[error(
+        "too many blob downloads are running or waiting ({running} at once, {waiting} waiting): try again shortly"
+    )]
+    Busy { running: usize, waiting: usize },
     #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -115,11 +121,17 @@ struct Inner {
     manifest_flights: Flights<ManifestKey, SharedManifest>,
     /// Recently served manifests, in memory.
     hot: HotManifests,
-    /// Held while publishing or evicting objects.
-    publish_lock: tokio::sync::Mutex<()>,
+    /// Held per digest while publishing, evicting or quarantining it.
+    locks: locks::DigestLocks,
     evict_wanted: Arc<Notify>,
     /// Blob fills running (publishing included): shutdown waits for zero.
     fills_running: tokio::sync::watch::Sender<usize>,
+    /// Slots for blob downloads (`cache.max_fills`) ...
+    fill_slots: Arc<tokio::sync::Semaphore>,
+    max_fills: usize,
+    /// ... and how many may wait for one (`cache.fill_queue`).
+    fill_queue: usize,
+    fills_waiting: std::sync::atomic::AtomicUsize,
     /// Upstreams seen without a referrers API, and when.
     no_referrers_api: Mutex<HashMap<UpstreamId, Instant>>,
     metrics: Metrics,
@@ -164,9 +176,13 @@ impl Cache {
             blob_fills: Flights::default(),
             manifest_flights: Flights::default(),
             hot: HotManifests::new(config.cache.manifest_memory),
-            publish_lock: tokio::sync::Mutex::new(()),
+            locks: locks::DigestLocks::default(),
             evict_wanted: Arc::new(Notify::new()),
             fills_running: tokio::sync::watch::Sender::new(0),
+            fill_slots: Arc::new(tokio::sync::Semaphore::new(config.cache.max_fills)),
+            max_fills: config.cache.max_fills,
+            fill_queue: config.cache.fill_queue,
+            fills_waiting: std::sync::atomic::AtomicUsize::new(0),
             no_referrers_api: Mutex::new(HashMap::new()),
             metrics,
             clock,
@@ -300,6 +316,29 @@ impl Cache {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
+    /// A slot for one blob download: at once when one is free, else after
+    /// waiting in a bounded queue; when the queue is full, `Busy`.
+    pub(crate) async fn fill_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CacheError> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.0.fill_slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let waiting = &self.0.fills_waiting;
+        if waiting.fetch_add(1, Ordering::SeqCst) >= self.0.fill_queue {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            self.0.metrics.fill_refused();
+            return Err(CacheError::Busy {
+                running: self.0.max_fills,
+                waiting: self.0.fill_queue,
+            });
+        }
+        self.0.metrics.fills_waiting(1);
+        let slot = self.0.fill_slots.clone().acquire_owned().await;
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.metrics.fills_waiting(-1);
+        slot.map_err(|_| CacheError::FillAbandoned)
+    }
+
     /// Count a fill as running until the guard drops (also on panic).
     pub(crate) fn fill_running(&self) -> FillRunning {
         self.0.fills_running.send_modify(|n| *n += 1);
@@ -335,7 +374,7 @@ impl Cache {
     ) -> Result<PinGuard, CacheError> {
         let size = pending.size();
         let pin = {
-            let _publishing = self.0.publish_lock.lock().await;
+            let _publishing = self.0.locks.lock(digest).await;
             pending.publish().await?;
             self.0.index.insert(digest, size, media_type).await?
         };
@@ -404,6 +443,7 @@ impl Cache {
     /// Remove an object whose bytes turned out to be bad: its file and its
     /// index entry, so the next request fetches it again.
     pub(crate) async fn quarantine(&self, digest: &Digest) -> Result<(), CacheError> {
+        let _lock = self.0.locks.lock(digest).await;
         self.0.hot.remove(std::slice::from_ref(digest));
         self.0.index.forget(vec![digest.clone()]).await?;
         self.0.store.delete(vec![digest.clone()]).await?;

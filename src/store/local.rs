@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::buffers::Buffers;
 use super::{
@@ -242,7 +241,8 @@ struct LocalWriter {
     /// Bytes the queue has room for.
     room: Arc<Semaphore>,
     /// The writer: writes and hashes, returns the hasher when the queue closes.
-    task: Option<JoinHandle<Result<Hasher, StoreError>>>,
+    /// The writer thread's answer: the hasher once every chunk is written.
+    task: Option<oneshot::Receiver<Result<Hasher, StoreError>>>,
     written: watch::Receiver<u64>,
     file: Arc<File>,
     queued: u64,
@@ -267,7 +267,18 @@ impl LocalWriter {
         let (progress, written) = watch::channel(0);
         let hasher = Hasher::new(digest.algorithm());
         let (f, p) = (file.clone(), path.clone());
-        let task = tokio::task::spawn_blocking(move || write_queued(&f, &p, hasher, rx, progress));
+        let (done, task) = oneshot::channel();
+        // Threads of its own, not the blocking pool: a fill holds them for
+        // its whole life, and must not starve index commits and reads. The
+        // cache bounds how many fills (so writers) run at once.
+        let spawned = std::thread::Builder::new()
+            .name("portcullis-write".into())
+            .spawn(move || {
+                let _ = done.send(write_queued(&f, &p, hasher, rx, progress));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a writer thread");
+        }
         LocalWriter {
             queue: Some(queue),
             room: Arc::new(Semaphore::new(WRITE_QUEUE)),
@@ -289,15 +300,14 @@ impl LocalWriter {
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(Err(e)) => e,
-                Ok(Ok(_)) => StoreError::WriterFailed,
-                Err(e) => StoreError::Task(e),
+                Ok(Ok(_)) | Err(_) => StoreError::WriterFailed,
             },
             None => StoreError::WriterFailed,
         }
     }
 }
 
-/// The writer's loop, on the blocking pool: write each batch of queued
+/// The writer's loop, on a thread of its own: write each batch of queued
 /// chunks with one vectored write, report progress, and pass the chunks to
 /// a hasher of its own, so that writing and hashing overlap. Returns the
 /// hasher once the queue closes and every chunk is hashed.
@@ -309,8 +319,10 @@ fn write_queued(
     progress: watch::Sender<u64>,
 ) -> Result<Hasher, StoreError> {
     let (to_hash, hash_rx) = std::sync::mpsc::channel::<Vec<Queued>>();
-    let hashing =
-        tokio::runtime::Handle::current().spawn_blocking(move || hash_queued(hasher, hash_rx));
+    let hashing = std::thread::Builder::new()
+        .name("portcullis-hash".into())
+        .spawn(move || hash_queued(hasher, hash_rx))
+        .map_err(|e| io_err("start a hashing thread", path)(e))?;
     let mut written = 0u64;
     while let Some(first) = rx.blocking_recv() {
         let mut batch: Vec<Queued> = Vec::with_capacity(WRITE_BATCH);
@@ -331,9 +343,7 @@ fn write_queued(
         }
     }
     drop(to_hash);
-    tokio::runtime::Handle::current()
-        .block_on(hashing)
-        .map_err(StoreError::Task)
+    hashing.join().map_err(|_| StoreError::WriterFailed)
 }
 
 /// The hasher's loop: hash batches in order, then free their queue room.
@@ -413,7 +423,7 @@ impl ObjectWriter for LocalWriter {
             // Closing the queue lets the writer drain it and hand back the hash.
             self.queue = None;
             let hasher = match self.task.take() {
-                Some(task) => task.await.map_err(StoreError::Task)??,
+                Some(task) => task.await.map_err(|_| StoreError::WriterFailed)??,
                 None => return Err(StoreError::WriterFailed),
             };
             let written = self.queued;
