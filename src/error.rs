@@ -115,6 +115,10 @@ pub fn render(err: &ApiError, endpoint: Option<&Endpoint>) -> Rendered {
         },
         ApiError::NotAcceptable(_) => (StatusCode::NOT_FOUND, Code::ManifestUnknown),
         ApiError::Denied(_) => (StatusCode::FORBIDDEN, Code::Denied),
+        ApiError::Overloaded => {
+            headers.push((RETRY_AFTER, HeaderValue::from_static("1")));
+            (StatusCode::SERVICE_UNAVAILABLE, Code::TooManyRequests)
+        }
         ApiError::RangeNotSatisfiable { size } => {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 headers.push((CONTENT_RANGE, v));

@@ -54,6 +54,8 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("{}", .0.message())]
     Denied(Box<Decision>),
+    #[error("too many connections (max_connections): try again shortly")]
+    Overloaded,
 }
 
 impl From<CacheError> for ApiError {
@@ -224,6 +226,19 @@ impl App {
             "/metrics" | "/healthz" | "/readyz" => self.handle(req).await,
             _ => {
                 let rendered = render(&ApiError::Route(RouteError::NotFound), None);
+                error_response(&rendered, req.method() == Method::HEAD)
+            }
+        }
+    }
+
+    /// Answer a request on a connection over `max_connections`: health
+    /// checks as usual (a load balancer must still see the process), 503
+    /// for anything else.
+    pub async fn handle_overflow<B>(&self, req: Request<B>) -> Response<Body> {
+        match req.uri().path() {
+            "/healthz" | "/readyz" => self.handle(req).await,
+            _ => {
+                let rendered = render(&ApiError::Overloaded, None);
                 error_response(&rendered, req.method() == Method::HEAD)
             }
         }

@@ -3,12 +3,14 @@
 //!
 //! Owns start-up order (upstream clients, cache open and reconcile, then
 //! bind), the tower stack around the application (access log, panic
-//! isolation), connection-level limits (TLS handshake and header read
-//! timeouts), and draining on shutdown: `/readyz` turns 503, the listener
+//! isolation), the connection cap (`max_connections`: over it, health
+//! checks are still answered and everything else gets 503), the connection
+//! itself ([`conn`]: timeouts from accept, protocol), and draining on shutdown: `/readyz` turns 503, the listener
 //! closes, in-flight requests get a grace period, access times are flushed.
 //! This module must not interpret requests.
 
 pub mod access_log;
+mod conn;
 mod tls;
 
 use std::convert::Infallible;
@@ -21,11 +23,10 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -40,8 +41,15 @@ use crate::router::Router;
 use crate::upstream::{UpstreamError, Upstreams};
 use access_log::AccessLogLayer;
 
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections answered while the main listener is over `max_connections`
+/// (health checks are served; anything else gets 503), at most.
+const OVERFLOW_CONNECTIONS: usize = 64;
+/// How long an over-the-cap connection has to say what it wants.
+const OVERFLOW_TIMEOUT: Duration = Duration::from_secs(2);
+/// Admin listener connections at once.
+const ADMIN_CONNECTIONS: usize = 64;
+/// At most one log line per this long about refused connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +70,23 @@ pub enum ServerError {
     Policy(#[source] crate::policy::PolicyError),
 }
 
-/// The application as a tower service. On the admin listener only health
-/// and metrics are answered.
+/// Which connections a service answers.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The main listener: everything.
+    Main,
+    /// The admin listener: health and metrics.
+    Admin,
+    /// Main-listener connections over `max_connections`: health checks, and
+    /// 503 for the rest.
+    Overflow,
+}
+
+/// The application as a tower service.
 #[derive(Clone)]
 struct AppService {
     app: Arc<App>,
-    admin: bool,
+    kind: Kind,
 }
 
 impl Service<Request<Incoming>> for AppService {
@@ -80,12 +99,12 @@ impl Service<Request<Incoming>> for AppService {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let (app, admin) = (self.app.clone(), self.admin);
+        let (app, kind) = (self.app.clone(), self.kind);
         Box::pin(async move {
-            Ok(if admin {
-                app.handle_admin(req).await
-            } else {
-                app.handle(req).await
+            Ok(match kind {
+                Kind::Main => app.handle(req).await,
+                Kind::Admin => app.handle_admin(req).await,
+                Kind::Overflow => app.handle_overflow(req).await,
             })
         })
     }
@@ -99,6 +118,8 @@ pub struct Bound {
     tls: Option<TlsAcceptor>,
     /// How long in-flight requests may run after shutdown begins.
     grace: Duration,
+    header_read_timeout: Duration,
+    max_connections: usize,
 }
 
 /// Open the cache, build upstream clients and bind the listeners.
@@ -165,6 +186,10 @@ pub async fn bind_with(config: &Config, clock: Clock) -> Result<Bound, ServerErr
         admin,
         tls,
         grace: config.shutdown_grace,
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(conn::default_max_connections),
     })
 }
 
@@ -184,30 +209,40 @@ impl Bound {
             admin,
             tls,
             grace,
+            header_read_timeout,
+            max_connections,
         } = self;
-        let stack = |admin: bool| {
+        let stack = |kind: Kind| {
             TowerToHyperService::new(
                 ServiceBuilder::new()
                     .layer(AccessLogLayer::new(app.metrics().clone()))
                     .layer(CatchPanicLayer::new())
                     .service(AppService {
                         app: app.clone(),
-                        admin,
+                        kind,
                     }),
             )
         };
-        let (main_service, admin_service) = (stack(false), stack(true));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let builder = Arc::new(builder);
+        let (main_service, admin_service, overflow_service) =
+            (stack(Kind::Main), stack(Kind::Admin), stack(Kind::Overflow));
+        let limits = conn::Limits {
+            header_read_timeout,
+            keep_alive: true,
+        };
+        let overflow_limits = conn::Limits {
+            header_read_timeout: OVERFLOW_TIMEOUT.min(header_read_timeout),
+            keep_alive: false,
+        };
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
+        let admin_slots = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+        let mut last_refusal_log: Option<tokio::time::Instant> = None;
         let graceful = GracefulShutdown::new();
         tracing::info!(
             addr = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             tls = tls.is_some(),
             offline = app.cache().is_offline(),
+            max_connections,
             "listening"
         );
         if let Some(admin) = &admin {
@@ -216,11 +251,11 @@ impl Bound {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
-                a = listener.accept() => a.map(|(s, _)| (s, tls.clone(), main_service.clone())),
-                a = accept_opt(admin.as_ref()) => a.map(|s| (s, None, admin_service.clone())),
+                a = listener.accept() => a.map(|(s, _)| (s, false)),
+                a = accept_opt(admin.as_ref()) => a.map(|s| (s, true)),
                 () = &mut shutdown => break,
             };
-            let (stream, tls, service) = match accepted {
+            let (stream, is_admin) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
@@ -230,25 +265,50 @@ impl Bound {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
-            tokio::spawn(async move {
-                match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        let _ = watcher.watch(conn.into_owned()).await;
-                    }
-                    Some(acceptor) => {
-                        let Ok(Ok(stream)) =
-                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                        else {
-                            return;
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        let _ = watcher.watch(conn.into_owned()).await;
-                    }
+            let watcher = graceful.watcher();
+            if is_admin {
+                let Ok(slot) = admin_slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let service = admin_service.clone();
+                tokio::spawn(async move {
+                    conn::serve(stream, None, service, limits, watcher).await;
+                    drop(slot);
+                });
+                continue;
+            }
+            let tls = tls.clone();
+            match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let service = main_service.clone();
+                    let open = app.metrics().connection();
+                    tokio::spawn(async move {
+                        conn::serve(stream, tls, service, limits, watcher).await;
+                        drop((slot, open));
+                    });
                 }
-            });
+                Err(_) => {
+                    app.metrics().connection_refused();
+                    let now = tokio::time::Instant::now();
+                    if last_refusal_log.is_none_or(|t| now >= t + REFUSAL_LOG_EVERY) {
+                        last_refusal_log = Some(now);
+                        tracing::warn!(
+                            max_connections,
+                            "max_connections reached: new connections get 503 (health checks are still answered) until others close"
+                        );
+                    }
+                    // A few are answered (health checks served, the rest 503);
+                    // beyond that they are closed at once.
+                    let Ok(slot) = overflow.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    let service = overflow_service.clone();
+                    tokio::spawn(async move {
+                        conn::serve(stream, tls, service, overflow_limits, watcher).await;
+                        drop(slot);
+                    });
+                }
+            }
         }
         app.start_draining();
         let deadline = tokio::time::Instant::now() + grace;
