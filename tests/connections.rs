@@ -43,11 +43,18 @@ fn silent_and_stalled_connections_are_closed_after_the_header_read_timeout() {
     // Part of the HTTP/2 preface, then nothing.
     let mut preface = TcpStream::connect(p.host()).unwrap();
     preface.write_all(b"PRI * HTTP/2").unwrap();
-    for (what, s) in [("silent", silent), ("partial", partial), ("preface", preface)] {
+    for (what, s) in [
+        ("silent", silent),
+        ("partial", partial),
+        ("preface", preface),
+    ] {
         assert!(closed_by_server(s), "the {what} connection was kept open");
     }
     // A prompt client is served as usual.
-    assert_eq!(http_get(&format!("{}/v2/", p.url()), &[]).unwrap().status, 200);
+    assert_eq!(
+        http_get(&format!("{}/v2/", p.url()), &[]).unwrap().status,
+        200
+    );
 }
 
 #[test]
@@ -57,7 +64,9 @@ fn over_max_connections_health_checks_are_answered_and_the_rest_get_503() {
         upstream("registry.test", "http://127.0.0.1:9")
     ))
     .unwrap();
-    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(p.host()).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(p.host()).unwrap())
+        .collect();
     let base = format!("{}/v2/", p.url());
     // The accept loop takes the idle ones first (they are already queued).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -72,7 +81,8 @@ fn over_max_connections_health_checks_are_answered_and_the_rest_get_503() {
     assert!(String::from_utf8_lossy(&refused.body).contains("max_connections"));
     let health = http_get(&format!("{}/healthz", p.url()), &[]).unwrap();
     assert_eq!(health.status, 200, "health checks are still answered");
-    p.wait_for_log(|l| l.contains("max_connections reached")).unwrap();
+    p.wait_for_log(|l| l.contains("max_connections reached"))
+        .unwrap();
 
     // The idle connections go: new ones are served again.
     drop(idle);

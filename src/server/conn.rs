@@ -17,8 +17,8 @@ use std::time::Duration;
 use std::convert::Infallible;
 
 use http::{Request, Response};
-use hyper::service::Service;
 use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -154,7 +154,9 @@ pub fn default_max_connections() -> usize {
         })
         .and_then(|v| v.parse::<u64>().ok());
     match soft {
-        Some(n) => usize::try_from(n / 4 * 3).unwrap_or(usize::MAX).clamp(64, 65536),
+        Some(n) => usize::try_from(n / 4 * 3)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 65536),
         None => 768,
     }
 }

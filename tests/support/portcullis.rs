@@ -323,3 +323,96 @@ impl Drop for Portcullis {
         let _ = self.kill9();
     }
 }
+
+/// portcullis run inside the test process, deciding by a clock the test
+/// drives (`clock.advance`), for behaviour that depends on time passing:
+/// tag freshness, verdict lifetimes, the upstream breaker's hold.
+pub struct InProcess {
+    addr: String,
+    pub clock: portcullis::clock::Clock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    /// Start with `extra` (as for [`Portcullis::start`]) and a manual clock.
+    pub fn start(extra: &str) -> Result<InProcess> {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-test-")
+            .tempdir()
+            .map_err(|e| err!("tempdir: {e}"))?;
+        let text = format!("shutdown_grace = \"1s\"\n{}", config_text(extra));
+        let config = portcullis::config::Config::parse(&text, "test config", dir.path())
+            .map_err(|e| err!("config: {e:?}"))?;
+        let clock = portcullis::clock::Clock::manual(std::time::SystemTime::now());
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let c = clock.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                match portcullis::server::bind_with(&config, c).await {
+                    Ok(bound) => {
+                        let _ = addr_tx.send(Ok(bound.local_addr().to_string()));
+                        bound
+                            .run(async {
+                                let _ = stopped.await;
+                            })
+                            .await;
+                    }
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(portcullis::error::chain(&e)));
+                    }
+                }
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(READY_TIMEOUT)
+            .map_err(|e| err!("portcullis did not start: {e}"))?
+            .map_err(|e| err!("portcullis did not start: {e}"))?;
+        Ok(InProcess {
+            addr,
+            clock,
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn host(&self) -> &str {
+        &self.addr
+    }
+
+    /// The value of one metric series (0 when absent).
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let r = http_get(&format!("{}/metrics", self.url()), &[])?;
+        Ok(String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
