@@ -15,6 +15,8 @@ mod blobs;
 mod lists;
 mod manifests;
 
+pub use blobs::{RangeRequest, parse_range};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -125,6 +125,17 @@ pub(super) fn load(path: &Path, upstreams: &[UpstreamConfig]) -> Result<Policy, 
         path: path.to_owned(),
         source,
     })?;
+    parse(&text, path, upstreams)
+}
+
+/// Validate policy text as if read from `path` (files it names resolve
+/// against `path`'s directory).
+pub(super) fn parse(
+    text: &str,
+    path: &Path,
+    upstreams: &[UpstreamConfig],
+) -> Result<Policy, PolicyError> {
+    let text = text.to_owned();
     let raw: RawPolicy = toml::from_str(&text).map_err(|source| PolicyError::Syntax {
         path: path.to_owned(),
         source,

@@ -237,6 +237,16 @@ impl Policy {
         file::load(path, upstreams)
     }
 
+    /// Validate policy text as if it were the file `path` (the files it
+    /// names resolve against `path`'s directory).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        upstreams: &[UpstreamConfig],
+    ) -> Result<Policy, PolicyError> {
+        file::parse(text, path, upstreams)
+    }
+
     /// The rule for a normalized reference: the first match in file order.
     pub fn rule_for(&self, reference: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.matches(reference))
