@@ -363,14 +363,23 @@ fn policy_summary(p: &Policy) -> String {
 /// What a configuration sets up, for `check-config`.
 pub fn summary(c: &Config) -> String {
     let mut s = format!(
-        "listen {}{}\ndata_dir {}\ncache max_size {} bytes, tag_ttl {:?}, manifest_memory {} bytes\nshutdown_grace {:?}\n",
+        "listen {}{}\ndata_dir {}\ncache max_size {} bytes, tag_ttl {:?}, manifest_memory {} bytes\nfills {} at once, {} waiting; scrub {} bytes/s; verify_reads {}\nshutdown_grace {:?}, header_read_timeout {:?}, max_connections {}\n",
         c.listen,
         if c.tls.is_some() { " (TLS)" } else { "" },
         c.data_dir.display(),
         c.cache.max_size,
         c.cache.tag_ttl,
         c.cache.manifest_memory,
+        c.cache.max_fills,
+        c.cache.fill_queue,
+        c.cache.scrub_rate,
+        c.cache.verify_reads,
         c.shutdown_grace,
+        c.header_read_timeout,
+        c.max_connections.map_or_else(
+            || "from the file descriptor limit".to_owned(),
+            |n| n.to_string()
+        ),
     );
     if let Some(a) = c.admin_listen {
         s.push_str(&format!("admin_listen {a}\n"));

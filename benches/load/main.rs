@@ -45,8 +45,13 @@ const CONNS: usize = 64;
 const LOAD_SECS: f64 = 4.0;
 
 fn portcullis(up: &Registry) -> Portcullis {
+    portcullis_with(up, "")
+}
+
+/// portcullis with `cache` (a `[cache]` table's keys) set.
+fn portcullis_with(up: &Registry, cache: &str) -> Portcullis {
     Portcullis::start(&format!(
-        "{}default = true\n",
+        "[cache]\n{cache}\n{}default = true\n",
         upstream("registry.bench", &up.url())
     ))
     .unwrap()
@@ -71,7 +76,9 @@ fn blob_path(img: &TestImage) -> String {
 /// The servers of the warm scenarios, all holding the warm image.
 struct Warm {
     hosts: Vec<(&'static str, String, Vec<u32>)>,
-    _keep: (Nginx, Portcullis, Registry),
+    /// portcullis with `cache.verify_reads`: what re-hashing costs.
+    verifying: (String, Vec<u32>),
+    _keep: (Nginx, Portcullis, Registry, Portcullis),
 }
 
 impl Warm {
@@ -89,7 +96,8 @@ impl Warm {
         }
         let p = portcullis(up);
         let d = proxy(up);
-        for host in [p.host().to_owned(), d.host()] {
+        let pv = portcullis_with(up, "verify_reads = true");
+        for host in [p.host().to_owned(), d.host(), pv.host().to_owned()] {
             // Fill both caches: the blob, the tag, the manifest by digest.
             get_blob(&host, &blob_path(img));
             for reference in ["v1", img.manifest().digest.as_str()] {
@@ -110,7 +118,8 @@ impl Warm {
         ];
         Warm {
             hosts,
-            _keep: (nginx, p, d),
+            verifying: (pv.host().to_owned(), vec![pv.pid()]),
+            _keep: (nginx, p, d, pv),
         }
     }
 }
@@ -145,6 +154,43 @@ fn warm_blobs(res: &mut Results, warm: &Warm, img: &TestImage) {
         let gib = (CONCURRENT * size) as f64 / (1u64 << 30) as f64;
         res.add(
             "  server CPU per GiB served (16 clients)",
+            "s",
+            false,
+            name,
+            cpu / gib,
+        );
+    }
+    // The same with cache.verify_reads (every whole read re-hashed), beside
+    // plain portcullis in the same round: the ratio is the option's cost.
+    let plain = warm
+        .hosts
+        .iter()
+        .find(|(n, _, _)| *n == "portcullis")
+        .map(|(_, h, p)| (h.clone(), p.clone()))
+        .expect("portcullis is a warm server");
+    for (name, (host, pids)) in [("direct", plain), ("portcullis", warm.verifying.clone())] {
+        // "direct" here is plain portcullis: the column is the anchor.
+        let t = herd(&host, &path, 1);
+        res.add(
+            "verify_reads: warm blob, 1 client (direct = without)",
+            "MB/s",
+            true,
+            name,
+            mb_per_s(size, t),
+        );
+        let cpu = cpu_seconds(&pids);
+        let t = herd(&host, &path, CONCURRENT);
+        let cpu = cpu_seconds(&pids) - cpu;
+        res.add(
+            "verify_reads: warm blob, 16 clients (direct = without)",
+            "MB/s",
+            true,
+            name,
+            mb_per_s(CONCURRENT * size, t),
+        );
+        let gib = (CONCURRENT * size) as f64 / (1u64 << 30) as f64;
+        res.add(
+            "  verify_reads: CPU per GiB (direct = without)",
             "s",
             false,
             name,
