@@ -24,24 +24,36 @@ pub fn parse_range(headers: &HeaderMap) -> Option<RangeRequest> {
         .map(RangeRequest)
 }
 
+/// What a `Range` asks of a blob of a given size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Serve it all (several ranges: no multipart; or ranges to ignore).
+    Whole,
+    /// Bytes `start..end`, `end` exclusive.
+    Bytes { start: u64, end: u64 },
+    /// 416.
+    Unsatisfiable,
+}
+
 impl RangeRequest {
-    /// Resolve against the blob's size: `Ok(Some((start, end)))` with `end`
-    /// exclusive (a last position past the end is clamped to it),
-    /// `Ok(None)` for several ranges (the whole blob is served: no
-    /// multipart), `Err(())` when unsatisfiable.
-    pub fn resolve(&self, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    /// Resolve against the blob's size; a last position past the end is
+    /// clamped to it, as RFC 9110 says.
+    pub fn resolve(&self, size: u64) -> Part {
         match self.0.validate(size) {
             Ok(ranges) => match ranges.as_slice() {
-                [one] => {
-                    let end = one.end().checked_add(1).ok_or(())?;
-                    Ok(Some((*one.start(), end)))
-                }
-                [] => Err(()),
-                _ => Ok(None),
+                [one] => match one.end().checked_add(1) {
+                    Some(end) => Part::Bytes {
+                        start: *one.start(),
+                        end,
+                    },
+                    None => Part::Unsatisfiable,
+                },
+                [] => Part::Unsatisfiable,
+                _ => Part::Whole,
             },
-            Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => Err(()),
+            Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => Part::Unsatisfiable,
             // Overlapping or excessive ranges: ignored, as RFC 9110 allows.
-            Err(_) => Ok(None),
+            Err(_) => Part::Whole,
         }
     }
 }
@@ -95,20 +107,26 @@ impl App {
             .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
         let range = parse_range(headers).filter(|_| if_range_ok);
         let part = match range {
-            None => None,
+            None => Part::Whole,
             Some(spec) => {
                 let size = blob.size_when_done().await?;
                 spec.resolve(size)
-                    .map_err(|()| ApiError::RangeNotSatisfiable { size })?
             }
         };
-        let Some((start, end)) = part else {
-            let mut r = base(StatusCode::OK);
-            if let Some(size) = blob.size {
-                r.headers_mut().insert(CONTENT_LENGTH, header(size));
+        let (start, end) = match part {
+            Part::Bytes { start, end } => (start, end),
+            Part::Unsatisfiable => {
+                let size = blob.size_when_done().await?;
+                return Err(ApiError::RangeNotSatisfiable { size });
             }
-            *r.body_mut() = streaming(blob.stream(0, None));
-            return Ok(Reply::new(r, Some(result)));
+            Part::Whole => {
+                let mut r = base(StatusCode::OK);
+                if let Some(size) = blob.size {
+                    r.headers_mut().insert(CONTENT_LENGTH, header(size));
+                }
+                *r.body_mut() = streaming(blob.stream(0, None));
+                return Ok(Reply::new(r, Some(result)));
+            }
         };
         let size = blob.size_when_done().await?;
         let mut r = base(StatusCode::PARTIAL_CONTENT);
@@ -127,7 +145,7 @@ impl App {
 mod tests {
     use super::*;
 
-    fn resolve(v: &str, size: u64) -> Option<Result<Option<(u64, u64)>, ()>> {
+    fn resolve(v: &str, size: u64) -> Option<Part> {
         let mut h = HeaderMap::new();
         h.insert(RANGE, v.parse().unwrap());
         parse_range(&h).map(|r| r.resolve(size))
@@ -135,19 +153,46 @@ mod tests {
 
     #[test]
     fn single_ranges_resolve_with_the_end_clamped() {
-        assert_eq!(resolve("bytes=0-99", 1000), Some(Ok(Some((0, 100)))));
-        assert_eq!(resolve("bytes=100-", 1000), Some(Ok(Some((100, 1000)))));
-        assert_eq!(resolve("bytes=-5", 100), Some(Ok(Some((95, 100)))));
-        assert_eq!(resolve("bytes=-1000", 100), Some(Ok(Some((0, 100)))));
-        assert_eq!(resolve("bytes=90-500", 100), Some(Ok(Some((90, 100)))));
+        assert_eq!(
+            resolve("bytes=0-99", 1000),
+            Some(Part::Bytes { start: 0, end: 100 })
+        );
+        assert_eq!(
+            resolve("bytes=100-", 1000),
+            Some(Part::Bytes {
+                start: 100,
+                end: 1000
+            })
+        );
+        assert_eq!(
+            resolve("bytes=-5", 100),
+            Some(Part::Bytes {
+                start: 95,
+                end: 100
+            })
+        );
+        assert_eq!(
+            resolve("bytes=-1000", 100),
+            Some(Part::Bytes { start: 0, end: 100 })
+        );
+        assert_eq!(
+            resolve("bytes=90-500", 100),
+            Some(Part::Bytes {
+                start: 90,
+                end: 100
+            })
+        );
         // The largest last position a client can write: clamped, never wrapped.
         assert_eq!(
             resolve("bytes=0-18446744073709551615", 100),
-            Some(Ok(Some((0, 100))))
+            Some(Part::Bytes { start: 0, end: 100 })
         );
-        assert_eq!(resolve("bytes=18446744073709551615-", 100), Some(Err(())));
-        assert_eq!(resolve("bytes=100-", 100), Some(Err(())));
-        assert_eq!(resolve("bytes=-0", 100), Some(Err(())));
+        assert_eq!(
+            resolve("bytes=18446744073709551615-", 100),
+            Some(Part::Unsatisfiable)
+        );
+        assert_eq!(resolve("bytes=100-", 100), Some(Part::Unsatisfiable));
+        assert_eq!(resolve("bytes=-0", 100), Some(Part::Unsatisfiable));
     }
 
     #[test]
@@ -162,10 +207,10 @@ mod tests {
         ] {
             assert_eq!(resolve(ignored, 100), None, "{ignored}");
         }
-        assert_eq!(resolve("bytes=0-1,3-4", 100), Some(Ok(None)));
+        assert_eq!(resolve("bytes=0-1,3-4", 100), Some(Part::Whole));
         assert_eq!(
             resolve("bytes=0-99999999999999999999999", 100),
-            Some(Ok(Some((0, 100)))),
+            Some(Part::Bytes { start: 0, end: 100 }),
             "a last position beyond any u64 is clamped too"
         );
     }

@@ -15,7 +15,7 @@ mod blobs;
 mod lists;
 mod manifests;
 
-pub use blobs::{RangeRequest, parse_range};
+pub use blobs::{Part, RangeRequest, parse_range};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
