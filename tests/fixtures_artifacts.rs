@@ -10,9 +10,9 @@ mod support;
 use portcullis::gate::Outcome;
 
 use support::fixtures::{
-    ACTIONS, BUNDLES, KUBEWARDEN_DIGEST, KUBEWARDEN_WORKFLOW, LEGACY, PUBLIC_GOOD, PolicyText,
-    bundle, decide, digest, dir_signatures, keyless, keyless_with, kubewarden_bundle,
-    manifest_digest, sig_manifest, sig_tag,
+    ACTIONS, BUNDLES, FixtureSource, KUBEWARDEN_DIGEST, KUBEWARDEN_WORKFLOW, LEGACY,
+    MemoryVerdicts, PUBLIC_GOOD, PolicyText, bundle, decide, decide_with, digest, dir_signatures,
+    keyless, keyless_with, kubewarden_bundle, manifest_digest, sha256, sig_manifest, sig_tag,
 };
 
 const ALICE: &str = "image-cosign-legacy/connaisseur__testimage-multi-cosigned-alice";
@@ -123,4 +123,38 @@ fn an_attestation_bundle_passes_as_an_artifact_though_it_is_no_signature() {
         .load();
     let d = decide(&p, source, &artifacts[0]);
     assert_eq!(d.outcome, Outcome::Exempt, "{d:?}");
+}
+
+/// Verdicts are keyed by the build: a passing verdict an older (perhaps
+/// buggy) verifier left behind is never reused by this one, while this
+/// build's own verdict is.
+#[test]
+fn a_verdict_from_another_build_is_not_reused() {
+    let p = PolicyText::new()
+        .key("alice", &format!("{ALICE}/alice.key"))
+        .rule(1, &[r#"{ key = "alice" }"#])
+        .load();
+    // An unsigned manifest: on its own it is refused.
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+        sha256(b"{}")
+    );
+    let digest = sha256(manifest.as_bytes());
+    let verified = r#"{"Verified":{"signers":["key alice"],"checked":1}}"#;
+    let key = |build: &str| {
+        format!(
+            "{build} {} image docker.io/library/alpine {digest}",
+            p.policy.fingerprint
+        )
+    };
+    let old = MemoryVerdicts::seeded(key("0.0.1+0123456789abcdef"), verified);
+    let d = decide_with(&p, FixtureSource::default(), old, manifest.as_bytes());
+    assert_eq!(d.outcome, Outcome::Denied, "{d:?}");
+    let own = MemoryVerdicts::seeded(key(portcullis::gate::build_id()), verified);
+    let d = decide_with(&p, FixtureSource::default(), own, manifest.as_bytes());
+    assert_eq!(
+        d.outcome,
+        Outcome::Verified,
+        "the key format is the gate's: {d:?}"
+    );
 }

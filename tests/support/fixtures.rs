@@ -589,6 +589,17 @@ impl Source for FixtureSource {
 #[derive(Default)]
 pub struct MemoryVerdicts(Mutex<HashMap<String, Arc<[u8]>>>);
 
+impl MemoryVerdicts {
+    /// Remember `verdict` (JSON, as the gate stores it) under `key`.
+    pub fn seeded(key: String, verdict: &str) -> MemoryVerdicts {
+        let v = MemoryVerdicts::default();
+        v.0.lock()
+            .unwrap()
+            .insert(key, Arc::from(verdict.as_bytes()));
+        v
+    }
+}
+
 impl Verdicts for MemoryVerdicts {
     fn get(&self, key: &str) -> Option<Arc<[u8]>> {
         self.0.lock().unwrap().get(key).cloned()
@@ -780,12 +791,22 @@ pub fn verify_in(p: &Loaded, served: &Digest, source: &FixtureSource) -> Verdict
 /// Run the whole gate on a manifest held by `source`, as the server does
 /// when a client asks for it by digest.
 pub fn decide(p: &Loaded, source: FixtureSource, manifest: &[u8]) -> Decision {
+    decide_with(p, source, MemoryVerdicts::default(), manifest)
+}
+
+/// [`decide`] with verdicts already remembered.
+pub fn decide_with(
+    p: &Loaded,
+    source: FixtureSource,
+    verdicts: MemoryVerdicts,
+    manifest: &[u8],
+) -> Decision {
     let gate = Gate::new(GateParts {
         policy: Policy::load(&p.path, &upstreams()).expect("the policy loads again"),
         policy_path: p.path.clone(),
         upstreams: upstreams(),
         source: Arc::new(source),
-        verdicts: Arc::new(MemoryVerdicts::default()),
+        verdicts: Arc::new(verdicts),
         router: Arc::new(Router::new(&upstreams())),
         metrics: Metrics::new(),
         clock: Clock::system(),
