@@ -275,18 +275,6 @@ fn readyz(p: &Portcullis) -> u16 {
         .status
 }
 
-/// Poll (bounded) until `/readyz` answers `status`: the index recovers in the background.
-fn wait_readyz(p: &Portcullis, status: u16) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while readyz(p) != status {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz never answered {status}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_full_disk_turns_readyz_503_keeps_serving_the_cache_and_recovers() {
     let disk = SmallDisk::mount("48m");
@@ -323,7 +311,8 @@ fn a_full_disk_turns_readyz_503_keeps_serving_the_cache_and_recovers() {
     // Space comes back: the index recovers on its own, and new content is
     // cached and recorded again.
     std::fs::remove_file(filler).unwrap();
-    wait_readyz(&p, 200);
+    // The index recovers in the background.
+    support::wait_until("/readyz answering 200", || readyz(&p) == 200);
     assert_eq!(p.metric("portcullis_index_writable").unwrap(), 1.0);
     let other =
         support::images::push_image(&reg.host(), "test/other:v1", "linux", "amd64", &[KIB], None)

@@ -89,6 +89,20 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Poll `ok` (bounded, 20 s) until it holds: for effects that happen in the
+/// background (a connection closing, an index recovering). Panics saying
+/// `what` never happened.
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (bound, then released).
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| err!("binding 127.0.0.1:0: {e}"))?;
