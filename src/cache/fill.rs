@@ -377,8 +377,13 @@ pub fn published(
         ahead: VecDeque<(usize, BoxFuture<'static, std::io::Result<Bytes>>)>,
         next: u64,
         end: u64,
-        hasher: Option<(crate::digest::Hasher, VerifyRead)>,
+        hasher: Option<(Hashing, VerifyRead)>,
         _pin: PinGuard,
+    }
+    /// The hash so far, or the task adding the last chunk sent to it.
+    enum Hashing {
+        Ready(crate::digest::Hasher),
+        Running(tokio::task::JoinHandle<crate::digest::Hasher>),
     }
     impl Reading {
         fn fill(&mut self) {
@@ -389,33 +394,46 @@ pub fn published(
             }
         }
 
-        /// Hash `chunk`; at the last one, whether the object verified.
+        /// Hash `chunk` on the blocking pool. The hashing of one chunk runs
+        /// while it is being sent; only the last chunk waits for the digest
+        /// (and is withheld when it does not match).
         async fn hash(&mut self, chunk: &Bytes) -> Result<(), BoxError> {
-            let Some((hasher, v)) = self.hasher.take() else {
+            let Some((state, v)) = self.hasher.take() else {
                 return Ok(());
             };
+            let mut hasher = match state {
+                Hashing::Ready(h) => h,
+                Hashing::Running(task) => task.await.map_err(|e| Box::new(e) as BoxError)?,
+            };
             let data = chunk.clone();
-            let hasher = tokio::task::spawn_blocking(move || {
-                let mut h = hasher;
-                h.update(&data);
-                h
+            let last = self.ahead.is_empty() && self.next >= self.end;
+            if !last {
+                let task = tokio::task::spawn_blocking(move || {
+                    hasher.update(&data);
+                    hasher
+                });
+                self.hasher = Some((Hashing::Running(task), v));
+                return Ok(());
+            }
+            let digest = tokio::task::spawn_blocking(move || {
+                hasher.update(&data);
+                hasher.finish()
             })
             .await
             .map_err(|e| Box::new(e) as BoxError)?;
-            if !self.ahead.is_empty() || self.next < self.end {
-                self.hasher = Some((hasher, v));
-                return Ok(());
-            }
-            if hasher.finish() == v.digest {
+            if digest == v.digest {
                 return Ok(());
             }
             (v.on_corrupt)();
             Err(Box::new(StreamError::Corrupt))
         }
     }
-    let hasher = verify
-        .filter(|_| start == 0)
-        .map(|v| (crate::digest::Hasher::new(v.digest.algorithm()), v));
+    let hasher = verify.filter(|_| start == 0).map(|v| {
+        (
+            Hashing::Ready(crate::digest::Hasher::new(v.digest.algorithm())),
+            v,
+        )
+    });
     let mut reading = Reading {
         reader,
         ahead: VecDeque::new(),
@@ -620,6 +638,51 @@ mod tests {
         assert!(failed, "a short object ended like a complete one");
         assert!(sent < on_disk, "sent {sent} bytes");
         assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn verified_reads_withhold_the_last_chunk_of_a_corrupt_object() {
+        let data: Vec<u8> = (0..3 * CHUNK + 100).map(|i| (i % 251) as u8).collect();
+        let good = crate::digest::Digest::of(crate::digest::Algorithm::Sha256, &data);
+        let read = |claimed: crate::digest::Digest| {
+            let obj: Arc<dyn ObjectReader> = Arc::new(Growing(Mutex::new(data.clone())));
+            let flagged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let f = flagged.clone();
+            let verify = VerifyRead {
+                digest: claimed,
+                on_corrupt: Box::new(move || f.store(true, std::sync::atomic::Ordering::SeqCst)),
+            };
+            (obj, flagged, verify)
+        };
+        let (obj, flagged, verify) = read(good);
+        let (pin, _dir) = pin_guard();
+        let got: Vec<u8> = published(obj, 0, data.len() as u64, pin, Some(verify))
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
+        assert_eq!(got, data);
+        assert!(!flagged.load(std::sync::atomic::Ordering::SeqCst));
+
+        let (obj, flagged, verify) = read(crate::digest::Digest::of(
+            crate::digest::Algorithm::Sha256,
+            b"other",
+        ));
+        let (pin, _dir) = pin_guard();
+        let mut s = published(obj, 0, data.len() as u64, pin, Some(verify));
+        let mut sent = 0;
+        let failed = loop {
+            match s.next().await {
+                Some(Ok(b)) => sent += b.len(),
+                Some(Err(_)) => break true,
+                None => break false,
+            }
+        };
+        assert!(failed, "a corrupt object ended like a sound one");
+        assert_eq!(sent, 3 * CHUNK, "everything but the last chunk went out");
+        assert!(
+            flagged.load(std::sync::atomic::Ordering::SeqCst),
+            "it was reported"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -323,9 +323,17 @@ impl Cache {
         if let Ok(p) = self.0.fill_slots.clone().try_acquire_owned() {
             return Ok(p);
         }
-        let waiting = &self.0.fills_waiting;
-        if waiting.fetch_add(1, Ordering::SeqCst) >= self.0.fill_queue {
-            waiting.fetch_sub(1, Ordering::SeqCst);
+        /// Counts a fill waiting for a slot until dropped (also if the wait
+        /// is cancelled).
+        struct Waiting<'a>(&'a Inner);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fills_waiting.fetch_sub(1, Ordering::SeqCst);
+                self.0.metrics.fills_waiting(-1);
+            }
+        }
+        if self.0.fills_waiting.fetch_add(1, Ordering::SeqCst) >= self.0.fill_queue {
+            self.0.fills_waiting.fetch_sub(1, Ordering::SeqCst);
             self.0.metrics.fill_refused();
             return Err(CacheError::Busy {
                 running: self.0.max_fills,
@@ -333,10 +341,13 @@ impl Cache {
             });
         }
         self.0.metrics.fills_waiting(1);
-        let slot = self.0.fill_slots.clone().acquire_owned().await;
-        waiting.fetch_sub(1, Ordering::SeqCst);
-        self.0.metrics.fills_waiting(-1);
-        slot.map_err(|_| CacheError::FillAbandoned)
+        let _waiting = Waiting(&self.0);
+        self.0
+            .fill_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| CacheError::FillAbandoned)
     }
 
     /// Count a fill as running until the guard drops (also on panic).
