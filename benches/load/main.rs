@@ -16,7 +16,9 @@
 //! portcullis's ratio to each anchor. Cold scenarios start each cache
 //! afresh (new process, empty storage). `PORTCULLIS_BENCH_ONLY` picks
 //! scenario groups (comma-separated: warm, manifests, cold, herd, rss,
-//! skopeo). Nothing here asserts a time: the numbers go into
+//! skopeo). `PORTCULLIS_BENCH_BASELINE=/path/to/portcullis` adds another
+//! build of portcullis to the warm scenarios, beside this one, to measure a
+//! change. Nothing here asserts a time: the numbers go into
 //! docs/benchmarks.md.
 //!
 //! Needs `docker-registry skopeo umoci nginx-light` (apt-get).
@@ -78,7 +80,9 @@ struct Warm {
     hosts: Vec<(&'static str, String, Vec<u32>)>,
     /// portcullis with `cache.verify_reads`: what re-hashing costs.
     verifying: (String, Vec<u32>),
-    _keep: (Nginx, Portcullis, Registry, Portcullis),
+    /// Another build (`PORTCULLIS_BENCH_BASELINE`), if given.
+    baseline: Option<(String, Vec<u32>)>,
+    _keep: (Nginx, Portcullis, Registry, Portcullis, Option<Portcullis>),
 }
 
 impl Warm {
@@ -97,7 +101,17 @@ impl Warm {
         let p = portcullis(up);
         let d = proxy(up);
         let pv = portcullis_with(up, "verify_reads = true");
-        for host in [p.host().to_owned(), d.host(), pv.host().to_owned()] {
+        let base = std::env::var_os("PORTCULLIS_BENCH_BASELINE").map(|bin| {
+            Portcullis::start_binary(
+                std::path::Path::new(&bin),
+                &format!("{}default = true\n", upstream("registry.bench", &up.url())),
+                &[],
+            )
+            .unwrap()
+        });
+        let mut fill = vec![p.host().to_owned(), d.host(), pv.host().to_owned()];
+        fill.extend(base.as_ref().map(|b| b.host().to_owned()));
+        for host in fill {
             // Fill both caches: the blob, the tag, the manifest by digest.
             get_blob(&host, &blob_path(img));
             for reference in ["v1", img.manifest().digest.as_str()] {
@@ -119,7 +133,8 @@ impl Warm {
         Warm {
             hosts,
             verifying: (pv.host().to_owned(), vec![pv.pid()]),
-            _keep: (nginx, p, d, pv),
+            baseline: base.as_ref().map(|b| (b.host().to_owned(), vec![b.pid()])),
+            _keep: (nginx, p, d, pv, base),
         }
     }
 }
@@ -160,42 +175,46 @@ fn warm_blobs(res: &mut Results, warm: &Warm, img: &TestImage) {
             cpu / gib,
         );
     }
-    // The same with cache.verify_reads (every whole read re-hashed), beside
-    // plain portcullis in the same round: the ratio is the option's cost.
+    // Beside plain portcullis in the same round (in the "direct" column:
+    // the anchor), portcullis with cache.verify_reads (every whole read
+    // re-hashed: the ratio is the option's cost), and the baseline build.
     let plain = warm
         .hosts
         .iter()
         .find(|(n, _, _)| *n == "portcullis")
         .map(|(_, h, p)| (h.clone(), p.clone()))
         .expect("portcullis is a warm server");
-    for (name, (host, pids)) in [("direct", plain), ("portcullis", warm.verifying.clone())] {
-        // "direct" here is plain portcullis: the column is the anchor.
-        let t = herd(&host, &path, 1);
-        res.add(
-            "verify_reads: warm blob, 1 client (direct = without)",
-            "MB/s",
-            true,
-            name,
-            mb_per_s(size, t),
-        );
-        let cpu = cpu_seconds(&pids);
-        let t = herd(&host, &path, CONCURRENT);
-        let cpu = cpu_seconds(&pids) - cpu;
-        res.add(
-            "verify_reads: warm blob, 16 clients (direct = without)",
-            "MB/s",
-            true,
-            name,
-            mb_per_s(CONCURRENT * size, t),
-        );
-        let gib = (CONCURRENT * size) as f64 / (1u64 << 30) as f64;
-        res.add(
-            "  verify_reads: CPU per GiB (direct = without)",
-            "s",
-            false,
-            name,
-            cpu / gib,
-        );
+    let mut variants = vec![("verify_reads", warm.verifying.clone())];
+    variants.extend(warm.baseline.clone().map(|b| ("baseline build", b)));
+    for (variant, other) in variants {
+        for (name, (host, pids)) in [("direct", plain.clone()), ("portcullis", other)] {
+            let t = herd(&host, &path, 1);
+            res.add(
+                &format!("{variant}: warm blob, 1 client (direct = this build)"),
+                "MB/s",
+                true,
+                name,
+                mb_per_s(size, t),
+            );
+            let cpu = cpu_seconds(&pids);
+            let t = herd(&host, &path, CONCURRENT);
+            let cpu = cpu_seconds(&pids) - cpu;
+            res.add(
+                &format!("{variant}: warm blob, 16 clients (direct = this build)"),
+                "MB/s",
+                true,
+                name,
+                mb_per_s(CONCURRENT * size, t),
+            );
+            let gib = (CONCURRENT * size) as f64 / (1u64 << 30) as f64;
+            res.add(
+                &format!("  {variant}: CPU per GiB (direct = this build)"),
+                "s",
+                false,
+                name,
+                cpu / gib,
+            );
+        }
     }
 }
 

@@ -39,6 +39,8 @@ fn config_text(extra: &str) -> String {
 /// A running portcullis.
 pub struct Portcullis {
     child: Option<Child>,
+    /// The executable (this build's, unless a benchmark compares another).
+    bin: PathBuf,
     dir: tempfile::TempDir,
     addr: String,
     log: Arc<(Mutex<Log>, Condvar)>,
@@ -54,6 +56,12 @@ impl Portcullis {
     /// Like [`Portcullis::start`], with `(name, content)` files written next
     /// to the config first (password files, certificates).
     pub fn start_with_files(extra: &str, files: &[(&str, &str)]) -> Result<Portcullis> {
+        Portcullis::start_binary(Path::new(env!("CARGO_BIN_EXE_portcullis")), extra, files)
+    }
+
+    /// Like [`Portcullis::start_with_files`], running the executable `bin`
+    /// (benchmarks compare another build this way).
+    pub fn start_binary(bin: &Path, extra: &str, files: &[(&str, &str)]) -> Result<Portcullis> {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-test-")
             .tempdir()
@@ -66,6 +74,7 @@ impl Portcullis {
             .map_err(|e| err!("writing config: {e}"))?;
         let mut p = Portcullis {
             child: None,
+            bin: bin.to_owned(),
             dir,
             addr: String::new(),
             log: Arc::default(),
@@ -86,7 +95,7 @@ impl Portcullis {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let mut child = Command::new(&self.bin)
             .args(["serve", "--config"])
             .arg(self.dir.path().join("portcullis.toml"))
             .env("PORTCULLIS_LOG_FORMAT", "json")
