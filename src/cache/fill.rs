@@ -382,7 +382,7 @@ pub fn published(
     }
     /// The hash so far, or the task adding the last chunk sent to it.
     enum Hashing {
-        Ready(crate::digest::Hasher),
+        Ready(Box<crate::digest::Hasher>),
         Running(tokio::task::JoinHandle<crate::digest::Hasher>),
     }
     impl Reading {
@@ -402,7 +402,7 @@ pub fn published(
                 return Ok(());
             };
             let mut hasher = match state {
-                Hashing::Ready(h) => h,
+                Hashing::Ready(h) => *h,
                 Hashing::Running(task) => task.await.map_err(|e| Box::new(e) as BoxError)?,
             };
             let data = chunk.clone();
@@ -430,7 +430,7 @@ pub fn published(
     }
     let hasher = verify.filter(|_| start == 0).map(|v| {
         (
-            Hashing::Ready(crate::digest::Hasher::new(v.digest.algorithm())),
+            Hashing::Ready(Box::new(crate::digest::Hasher::new(v.digest.algorithm()))),
             v,
         )
     });
