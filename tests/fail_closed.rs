@@ -14,11 +14,14 @@ use support::crafted;
 use support::gate::{Trust, audits_for, oci_error};
 use support::http_request;
 use support::images::push_image;
-use support::oci_push::push_sig;
+use support::oci_push::{push_layers, push_sig};
 use support::podman::Podman;
 use support::portcullis::Portcullis;
 use support::registry::{Mode, Registry};
-use support::signing::{ANN_SIGNATURE, CosignKey, SIMPLE_SIGNING, b64, simple_signing_payload};
+use support::signing::{
+    ANN_SIGNATURE, CosignKey, SIMPLE_SIGNING, SigLayer, b64, in_toto_statement,
+    simple_signing_payload,
+};
 use support::upstream;
 
 const KIB: usize = 1024;
@@ -311,4 +314,75 @@ fn the_blobs_endpoint_serves_a_stored_manifest_only_where_it_would_pass() {
     let r = get(&p, &format!("test/signed/blobs/{}", img.top_digest()));
     assert_eq!(r.status, 200);
     assert_eq!(r.body, img.top_raw());
+}
+
+/// A DSSE envelope as cosign `attest --tlog-upload=false` writes it: the
+/// statement as payload, one signature over its pre-authentication encoding.
+fn envelope(key: &CosignKey, statement: &[u8]) -> Vec<u8> {
+    let ty = "application/vnd.in-toto+json";
+    let mut pae = format!("DSSEv1 {} {ty} {} ", ty.len(), statement.len()).into_bytes();
+    pae.extend_from_slice(statement);
+    serde_json::to_vec(&serde_json::json!({
+        "payloadType": ty,
+        "payload": b64(statement),
+        "signatures": [{"keyid": "", "sig": b64(key.sign(&pae))}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_attestation_passes_as_an_artifact_only_when_its_envelope_verifies() {
+    let reg = Registry::start(Mode::Plain).unwrap();
+    let key = CosignKey::p256();
+    let p = gate(&reg, &key);
+    let img = push_image(&reg.host(), "test/app:v1", "linux", "amd64", &[KIB], None).unwrap();
+    let statement = in_toto_statement(
+        "app",
+        img.top_digest(),
+        "https://cyclonedx.org/bom",
+        serde_json::json!({"components": []}),
+    );
+    let att_tag = format!("{}.att", support::oci_push::digest_tag(img.top_digest()));
+    let layer = |signer: &CosignKey| SigLayer {
+        media_type: "application/vnd.dsse.envelope.v1+json".to_owned(),
+        payload: envelope(signer, &statement),
+        annotations: Default::default(),
+    };
+    // Signed by the trusted key: served, so `cosign verify-attestation` works.
+    let att = push_layers(&reg.host(), "test/app", &att_tag, &[layer(&key)]).unwrap();
+    let r = get(&p, &format!("test/app/manifests/{}", att.digest));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let audits = audits_for(&p, &format!("{REGISTRY}/test/app"), &att.digest);
+    assert_eq!(audits.last().unwrap()["outcome"], "exempt", "{audits:?}");
+
+    // By anyone else, or with the statement changed under the signature: gated
+    // like an image, and refused.
+    let forged = push_layers(
+        &reg.host(),
+        "test/app",
+        "forged",
+        &[layer(&CosignKey::p256())],
+    )
+    .unwrap();
+    let r = get(&p, &format!("test/app/manifests/{}", forged.digest));
+    assert_eq!(r.status, 403);
+    let (_, message) = oci_error(&r);
+    assert!(
+        message.contains("not verified as a cosign attestation"),
+        "{message}"
+    );
+    let mut tampered = layer(&key);
+    let text = String::from_utf8(tampered.payload.clone()).unwrap();
+    let other = in_toto_statement(
+        "app",
+        img.top_digest(),
+        "https://cyclonedx.org/bom",
+        serde_json::json!({"components": [{"name": "added"}]}),
+    );
+    tampered.payload = text.replace(&b64(&statement), &b64(&other)).into_bytes();
+    let t = push_layers(&reg.host(), "test/app", "tampered", &[tampered]).unwrap();
+    assert_eq!(
+        get(&p, &format!("test/app/manifests/{}", t.digest)).status,
+        403
+    );
 }

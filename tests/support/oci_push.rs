@@ -225,6 +225,12 @@ pub fn push_sig(
     subject_digest: &str,
     layers: &[SigLayer],
 ) -> Result<PushedSig> {
+    push_layers(host, repo, &sig_tag(subject_digest), layers)
+}
+
+/// Write a cosign-style artifact manifest (a minimal config, one layer per
+/// [`SigLayer`]) under `tag`: `.sig` signatures, `.att` attestations.
+pub fn push_layers(host: &str, repo: &str, tag: &str, layers: &[SigLayer]) -> Result<PushedSig> {
     let mut descriptors = Vec::new();
     for l in layers {
         push_blob(host, repo, &l.payload)?;
@@ -248,7 +254,7 @@ pub fn push_sig(
         "layers": descriptors.iter().map(Descriptor::to_json).collect::<Vec<_>>(),
     }))
     .expect("manifest serializes");
-    let tag = sig_tag(subject_digest);
+    let tag = tag.to_owned();
     let digest = put_manifest(host, repo, &tag, OCI_MANIFEST, &manifest)?;
     Ok(PushedSig {
         tag,
