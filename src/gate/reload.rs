@@ -4,7 +4,10 @@
 //! (modification time and size) every two seconds; SIGHUP reloads at once.
 //! A new policy is parsed and validated whole, off the async threads, and
 //! installed atomically only if valid and different (by fingerprint); a bad
-//! one is refused with a log line and the policy in force stays. Verdicts
+//! one is refused with a log line and the policy in force stays. Files that
+//! change while being read are read again at the next poll, so a policy
+//! caught mid-write is never installed; "policy reloaded" is logged only
+//! once the new policy is in force. Verdicts
 //! need no purge: their keys include the policy fingerprint. This module
 //! must not decide anything about images.
 
@@ -70,9 +73,25 @@ pub fn spawn_reloader(gate: Arc<Gate>) {
             if !signalled && now == seen {
                 continue;
             }
-            seen = now;
             let (path, upstreams) = (gate.policy_path.clone(), gate.upstreams().to_vec());
-            let loaded = tokio::task::spawn_blocking(move || Policy::load(&path, &upstreams)).await;
+            let files = gate.policy().files.clone();
+            // Read whole, then check the files did not change while being
+            // read: a policy caught mid-write is never installed, and the
+            // next poll reads it again.
+            let loaded = tokio::task::spawn_blocking(move || {
+                let policy = Policy::load(&path, &upstreams);
+                (policy, stamp(&files))
+            })
+            .await;
+            let loaded = match loaded {
+                Ok((_, after)) if after != now => {
+                    tracing::debug!("the policy files changed while being read; reading them again");
+                    continue;
+                }
+                Ok((policy, _)) => Ok(policy),
+                Err(e) => Err(e),
+            };
+            seen = now;
             match loaded {
                 Ok(Ok(policy)) => {
                     let old = gate.policy().fingerprint.clone();
@@ -82,15 +101,18 @@ pub fn spawn_reloader(gate: Arc<Gate>) {
                         }
                         continue;
                     }
+                    let (fingerprint, rules) = (policy.fingerprint.clone(), policy.rules.len());
+                    // The new policy may reference other files: watch those from now on.
+                    let files = policy.files.clone();
+                    // Installed before it is announced: once the line is
+                    // logged, every decision uses the new policy.
+                    gate.install(policy);
                     tracing::info!(
-                        fingerprint = %policy.fingerprint,
-                        rules = policy.rules.len(),
+                        fingerprint = %fingerprint,
+                        rules,
                         trigger = if signalled { "SIGHUP" } else { "file change" },
                         "policy reloaded"
                     );
-                    // The new policy may reference other files: watch those from now on.
-                    let files = policy.files.clone();
-                    gate.install(policy);
                     seen = tokio::task::spawn_blocking(move || stamp(&files))
                         .await
                         .unwrap_or_default();
