@@ -7,7 +7,7 @@
 //! API) → [`gate`] (policy) → [`cache`] (verified local content, filled by a
 //! proxy decorator) → [`upstream`] (registries, auth). Beside it:
 //! [`store`] (content-addressed bytes), [`config`], [`reference`] and
-//! [`digest`] (grammar), [`manifest`] (the one parsed model of manifests),
+//! [`digest`] (grammar), [`json`] (strict JSON), [`manifest`] (the one parsed model of manifests),
 //! [`media`], [`clock`], [`metrics`], [`telemetry`], and
 //! [`error`], the one place errors become responses.
 
@@ -19,6 +19,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gate;
+pub mod json;
 pub mod manifest;
 pub mod media;
 pub mod metrics;

@@ -4,11 +4,10 @@
 //! digest, then parsed the way Go's `encoding/json` would read them
 //! (containerd, podman/CRI-O via containers/image and Docker all do), with
 //! every input on which portcullis and a runtime could disagree refused.
-//! Go matches object keys ignoring case and lets the last of two keys that
-//! fold together win; serde matches keys exactly. So one object holding two
-//! keys that are equal ignoring ASCII case (or byte for byte), a key that is
-//! a known field only ignoring case (`"Layers"`), a key with letters Go folds
-//! onto ASCII (`"layerſ"`), or a `mediaType` that disagrees with the
+//! The bytes are read by [`crate::json`], which refuses keys a Go decoder
+//! would merge (two keys equal ignoring ASCII case or byte for byte, a key
+//! with letters Go folds onto ASCII, `"layerſ"`); on top of that a key that
+//! is a known field only ignoring case (`"Layers"`), or a `mediaType` that disagrees with the
 //! document's shape (an image with `manifests`, an index with `layers`) is
 //! refused with an error naming the key. Everything downstream (the gate,
 //! signature discovery, coverage of an index's children, the referrers
@@ -16,36 +15,25 @@
 //! manifest JSON. This module must not do I/O.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use std::cell::RefCell;
-
 use crate::digest::Digest;
+use crate::json::{Json, JsonError};
 use crate::media::{
     self, ArtifactLayer, DOCKER_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, MANIFEST_TYPES,
     OCI_INDEX,
 };
+use bytes::Bytes;
 
 /// Why manifest bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest does not match its digest: expected {expected}, got {actual}")]
     Digest { expected: Digest, actual: Digest },
-    #[error("manifest is not valid JSON: {0}")]
-    Json(String),
+    #[error(transparent)]
+    Json(#[from] JsonError),
     #[error("manifest is not a JSON object")]
     NotObject,
-    #[error("duplicate key {key:?} in one object")]
-    DuplicateKey { key: String },
-    #[error(
-        "keys {first:?} and {second:?} in one object differ only in case: Go clients read them as one"
-    )]
-    CaseCollision { first: String, second: String },
-    #[error("key {key:?} holds a letter that Go folds onto another: refused")]
-    FoldingKey { key: String },
     #[error(
         "{path}: key {key:?} is {field:?} only ignoring case: Go clients would read it as {field:?}"
     )]
@@ -460,136 +448,6 @@ fn descriptor(path: String, value: &Json) -> Result<Descriptor, ManifestError> {
         annotations: d.annotations("annotations")?,
         platform,
     })
-}
-
-/// A JSON value whose objects keep their keys in order and were checked
-/// for keys a Go decoder would merge.
-#[derive(Clone, Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool,
-    Number(serde_json::Number),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn parse(bytes: &[u8]) -> Result<Json, ManifestError> {
-        let refused = RefCell::new(None);
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let parsed = JsonSeed { refused: &refused }.deserialize(&mut de);
-        // A key refusal travels through serde as a custom error; the
-        // refusal itself waits here.
-        if let Some(e) = refused.into_inner() {
-            return Err(e);
-        }
-        let value = parsed.map_err(|e| ManifestError::Json(e.to_string()))?;
-        de.end().map_err(|e| ManifestError::Json(e.to_string()))?;
-        Ok(value)
-    }
-}
-
-/// Go folds keys with Unicode simple case folding, so `ſ` matches `s` and
-/// the Kelvin sign matches `k`. A key with a non-ASCII letter that has case
-/// could be folded onto a field name: such keys are refused outright, which
-/// leaves ASCII case folding as the only folding to check.
-fn has_folding_letter(key: &str) -> bool {
-    key.chars().any(|c| {
-        !c.is_ascii()
-            && (c.to_lowercase().ne(std::iter::once(c)) || c.to_uppercase().ne(std::iter::once(c)))
-    })
-}
-
-/// Builds a [`Json`], refusing keys a Go decoder would merge.
-#[derive(Clone, Copy)]
-struct JsonSeed<'a> {
-    refused: &'a RefCell<Option<ManifestError>>,
-}
-
-impl<'de> DeserializeSeed<'de> for JsonSeed<'_> {
-    type Value = Json;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl JsonSeed<'_> {
-    fn refuse<E: de::Error>(&self, e: ManifestError) -> E {
-        let msg = e.to_string();
-        *self.refused.borrow_mut() = Some(e);
-        E::custom(msg)
-    }
-}
-
-impl<'de> Visitor<'de> for JsonSeed<'_> {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
-        Ok(Json::Bool)
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::Number(v.into()))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
-        serde_json::Number::from_f64(v)
-            .map(Json::Number)
-            .ok_or_else(|| E::custom("a number that is not finite"))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(self)? {
-            items.push(item);
-        }
-        Ok(Json::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut fields: Vec<(String, Json)> = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if has_folding_letter(&key) {
-                return Err(self.refuse(ManifestError::FoldingKey { key }));
-            }
-            if let Some((other, _)) = fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
-                let e = if *other == key {
-                    ManifestError::DuplicateKey { key }
-                } else {
-                    ManifestError::CaseCollision {
-                        first: other.clone(),
-                        second: key,
-                    }
-                };
-                return Err(self.refuse(e));
-            }
-            let value = map.next_value_seed(self)?;
-            fields.push((key, value));
-        }
-        Ok(Json::Object(fields))
-    }
 }
 
 #[cfg(test)]

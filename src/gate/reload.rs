@@ -85,7 +85,9 @@ pub fn spawn_reloader(gate: Arc<Gate>) {
             .await;
             let loaded = match loaded {
                 Ok((_, after)) if after != now => {
-                    tracing::debug!("the policy files changed while being read; reading them again");
+                    tracing::debug!(
+                        "the policy files changed while being read; reading them again"
+                    );
                     continue;
                 }
                 Ok((policy, _)) => Ok(policy),
