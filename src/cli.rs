@@ -332,6 +332,23 @@ fn describe(d: &Decision) -> String {
     if !d.signers.is_empty() {
         s.push_str(&format!("signers:  {}\n", d.signers.join(", ")));
     }
+    if !d.attestations.is_empty() {
+        let signature = if d.requirement.as_deref() == Some(crate::gate::SIGNATURE) {
+            "failed"
+        } else {
+            "passed"
+        };
+        s.push_str(&format!("requirements:\n  signature: {signature}\n"));
+        for a in &d.attestations {
+            s.push_str(&format!(
+                "  attestation {:?} ({}): {}: {}\n",
+                a.name,
+                a.predicate_type,
+                if a.passed { "passed" } else { "failed" },
+                a.detail
+            ));
+        }
+    }
     s
 }
 
@@ -356,6 +373,25 @@ fn policy_summary(p: &Policy) -> String {
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
+        for a in &r.attestations {
+            s.push_str(&format!(
+                "  attestation {} = {} threshold {} of {} signers{}, {} conditions{}\n",
+                a.name,
+                a.predicate_type,
+                a.threshold,
+                a.signers(&r.signers).len(),
+                if a.signers.is_some() {
+                    " (its own)"
+                } else {
+                    ""
+                },
+                a.conditions.len(),
+                a.max_age_text
+                    .as_deref()
+                    .map(|m| format!(", max_age {m}"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     s
 }

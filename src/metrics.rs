@@ -41,6 +41,15 @@ struct ResultLabels {
 struct DecisionLabels {
     rule: String,
     outcome: &'static str,
+    /// The requirement that failed: "signature", an attestation's name, or "-".
+    requirement: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttestationLabels {
+    rule: String,
+    attestation: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +78,7 @@ struct Inner {
     evictions: Counter,
     evicted_bytes: Counter,
     decisions: Family<DecisionLabels, Counter>,
+    attestations: Family<AttestationLabels, Counter>,
     corrupt_objects: Counter,
     scrubbed_bytes: Counter,
     index_writable: Gauge,
@@ -200,8 +210,14 @@ impl Metrics {
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "policy_decisions",
-            "Policy gate decisions by rule (\"-\" for the default) and outcome",
+            "Policy gate decisions by rule (\"-\" for the default), outcome and the requirement that failed (\"signature\", an attestation's name, or \"-\")",
             decisions.clone(),
+        );
+        let attestations = Family::<AttestationLabels, Counter>::default();
+        registry.register(
+            "attestations_checked",
+            "Attestation requirements checked (not answered from the verdict cache), by rule, attestation and outcome (passed or failed)",
+            attestations.clone(),
         );
         let corrupt_objects = Counter::default();
         registry.register(
@@ -260,6 +276,7 @@ impl Metrics {
             evictions,
             evicted_bytes,
             decisions,
+            attestations,
             corrupt_objects,
             scrubbed_bytes,
             index_writable,
@@ -362,12 +379,24 @@ impl Metrics {
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 
-    pub fn policy_decision(&self, rule: &str, outcome: &'static str) {
+    pub fn policy_decision(&self, rule: &str, outcome: &'static str, requirement: &str) {
         self.0
             .decisions
             .get_or_create(&DecisionLabels {
                 rule: rule.to_owned(),
                 outcome,
+                requirement: requirement.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn attestation_checked(&self, rule: &str, attestation: &str, passed: bool) {
+        self.0
+            .attestations
+            .get_or_create(&AttestationLabels {
+                rule: rule.to_owned(),
+                attestation: attestation.to_owned(),
+                outcome: if passed { "passed" } else { "failed" },
             })
             .inc();
     }
@@ -491,7 +520,8 @@ mod tests {
         m.upstream_response("u", StatusCode::OK);
         m.upstream_error("u");
         m.upstream_bytes("u", 1);
-        m.policy_decision("r", "denied");
+        m.policy_decision("r", "denied", "sbom");
+        m.attestation_checked("r", "sbom", false);
         let exposed = m.encode();
         let dashboard = include_str!("../docs/grafana-dashboard.json");
         let mut names: Vec<&str> = dashboard

@@ -84,7 +84,8 @@ fn signed_with_the_rules_key_passes_and_the_verdict_is_cached() {
     let all = audits_for(&p, REF, img.top_digest());
     assert!(all.len() >= 2, "{all:?}");
     assert!(all.iter().all(|v| v["outcome"] == "verified"), "{all:?}");
-    let series = "portcullis_policy_decisions_total{rule=\"signed\",outcome=\"verified\"}";
+    let series =
+        "portcullis_policy_decisions_total{rule=\"signed\",outcome=\"verified\",requirement=\"-\"}";
     assert_eq!(p.metric(series).unwrap(), all.len() as f64);
 }
 
@@ -128,7 +129,7 @@ fn every_key_type_verifies() {
             a[0]
         );
         let series = format!(
-            "portcullis_policy_decisions_total{{rule=\"{}\",outcome=\"verified\"}}",
+            "portcullis_policy_decisions_total{{rule=\"{}\",outcome=\"verified\",requirement=\"-\"}}",
             kind.name()
         );
         assert_eq!(p.metric(&series).unwrap(), 1.0, "{series}");
@@ -167,7 +168,7 @@ fn unsigned_is_refused_with_a_reason() {
     assert_eq!(a[0]["outcome"], "denied");
     assert_eq!(a[0]["rule"], "signed");
     assert_eq!(a[0]["checked"], 0);
-    let series = "portcullis_policy_decisions_total{rule=\"signed\",outcome=\"denied\"}";
+    let series = "portcullis_policy_decisions_total{rule=\"signed\",outcome=\"denied\",requirement=\"signature\"}";
     assert_eq!(p.metric(series).unwrap(), 1.0);
 
     let e = skopeo_copy_to_dir(
@@ -255,7 +256,7 @@ fn wrong_key_other_digest_and_tampered_payload_are_refused() {
         m.contains("the signature does not verify with this key"),
         "{m}"
     );
-    let series = "portcullis_policy_decisions_total{rule=\"signed\",outcome=\"denied\"}";
+    let series = "portcullis_policy_decisions_total{rule=\"signed\",outcome=\"denied\",requirement=\"signature\"}";
     assert_eq!(p.metric(series).unwrap(), 3.0);
 }
 
@@ -452,7 +453,7 @@ fn warn_mode_serves_with_a_warning() {
     );
     let a = audits_for(&p, REF, img.top_digest());
     assert_eq!(a[0]["outcome"], "warned");
-    let series = "portcullis_policy_decisions_total{rule=\"soft\",outcome=\"warned\"}";
+    let series = "portcullis_policy_decisions_total{rule=\"soft\",outcome=\"warned\",requirement=\"signature\"}";
     assert_eq!(p.metric(series).unwrap(), 1.0);
 }
 
@@ -491,7 +492,8 @@ fn a_rule_for_one_registry_does_not_apply_under_another_registrys_prefix() {
     let a = audits_for(&p, "evil.test/registry.test/x", img.top_digest());
     assert_eq!(a[0]["rule"], "-");
     assert_eq!(a[0]["outcome"], "denied");
-    let series = "portcullis_policy_decisions_total{rule=\"-\",outcome=\"denied\"}";
+    let series =
+        "portcullis_policy_decisions_total{rule=\"-\",outcome=\"denied\",requirement=\"-\"}";
     assert_eq!(p.metric(series).unwrap(), 1.0);
 
     // The same bytes under the rule's own registry verify.

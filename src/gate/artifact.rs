@@ -37,11 +37,7 @@ pub async fn verify(
     manifest: &Manifest,
     kind: ArtifactLayer,
 ) -> Verification {
-    let failed = |reason: String, checked| Verification::Failed {
-        reason,
-        checked,
-        signers: Vec::new(),
-    };
+    let failed = |reason: String, checked| Verification::failed(reason, checked, Vec::new());
     let layers = manifest.parsed.layers();
     if layers.len() > MAX_LAYERS {
         return failed(
@@ -49,23 +45,35 @@ pub async fn verify(
             0,
         );
     }
+    let max = match kind {
+        ArtifactLayer::SimpleSigning => discover::MAX_PAYLOAD,
+        ArtifactLayer::DsseEnvelope | ArtifactLayer::SigstoreBundle => policy.max_attestation_size,
+    };
     let mut signers: Vec<String> = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
-        let evidence =
-            match discover::layer_evidence(source, target, &manifest.digest, kind, layer).await {
-                Ok(Ok(e)) => e,
-                Ok(Err(why)) => return failed(why, i),
-                Err(e) => {
-                    return failed(
-                        format!(
-                            "could not fetch layer {}: {}",
-                            layer.digest,
-                            crate::error::chain(&e)
-                        ),
-                        i,
-                    );
-                }
-            };
+        let evidence = match discover::layer_evidence(
+            source,
+            target,
+            &manifest.digest,
+            kind,
+            layer,
+            max,
+        )
+        .await
+        {
+            Ok(Ok(e)) => e,
+            Ok(Err(why)) => return failed(why, i),
+            Err(e) => {
+                return failed(
+                    format!(
+                        "could not fetch layer {}: {}",
+                        layer.digest,
+                        crate::error::chain(&e)
+                    ),
+                    i,
+                );
+            }
+        };
         let subject: Digest = match kind {
             ArtifactLayer::SigstoreBundle => match &manifest.parsed.subject {
                 Some(s) => s.digest.clone(),

@@ -2,8 +2,9 @@
 //!
 //! Two formats, each looked up on its own so that junk in one never masks a
 //! valid signature in the other: the legacy cosign tag `<alg>-<hex>.sig`
-//! (every simple-signing layer of it), and Sigstore bundles attached as OCI
-//! 1.1 referrers (through the referrers API or its tag-schema fallback).
+//! (every simple-signing layer of it) or, for attestations, `<alg>-<hex>.att`
+//! (every DSSE envelope layer), and Sigstore bundles attached as OCI 1.1
+//! referrers (through the referrers API or its tag-schema fallback).
 //! Manifests arrive parsed by [`crate::manifest`]; this module reads that
 //! model and nothing else. Everything is bounded: layers, referrers and sizes
 //! are capped, and an artifact over a cap is reported and skipped. A failure
@@ -19,7 +20,7 @@ use super::GateError;
 use super::source::{Source, SourceError, TooLarge};
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest};
-use crate::media::{ArtifactLayer, BUNDLE_TYPES, SIMPLE_SIGNING};
+use crate::media::{ArtifactLayer, BUNDLE_TYPES, DSSE_ENVELOPE, SIMPLE_SIGNING};
 use crate::reference::Reference;
 use crate::router::Target;
 
@@ -29,11 +30,23 @@ pub const MAX_SIGNATURE_LAYERS: usize = 32;
 pub const MAX_REFERRERS: usize = 32;
 /// Largest simple-signing payload read.
 pub const MAX_PAYLOAD: u64 = 64 * 1024;
-/// Largest Sigstore bundle read for a signature.
+/// Largest Sigstore bundle read for a signature. Attestations (DSSE
+/// envelopes, attestation bundles) are read up to the policy's
+/// `max_attestation_size`: SBOMs and scans are large.
 pub const MAX_BUNDLE: u64 = 1024 * 1024;
-/// Largest attestation (DSSE envelope or bundle) read when an attestation
-/// artifact itself is served: SBOMs and scans are large.
-pub const MAX_ATTESTATION: u64 = 16 * 1024 * 1024;
+
+/// How much of one format is read: artifacts and bytes per artifact.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    pub count: usize,
+    pub size: u64,
+}
+
+/// The caps for signatures.
+pub const SIGNATURE_CAPS: Caps = Caps {
+    count: MAX_SIGNATURE_LAYERS,
+    size: MAX_PAYLOAD,
+};
 
 pub const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 pub const ANN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
@@ -106,22 +119,20 @@ async fn read_blob(
         .map_err(GateError::from)
 }
 
-/// Evidence from one layer of a signature artifact, read through `source`:
-/// `Ok(Err(why))` when the layer is not usable evidence (no signature
-/// annotation, absent, over its cap), `Err` when it could not be fetched.
+/// Evidence from one layer of a signature artifact, read through `source`
+/// up to `max` bytes: `Ok(Err(why))` when the layer is not usable evidence
+/// (no signature annotation, absent, over its cap), `Err` when it could not
+/// be fetched.
 pub async fn layer_evidence(
     source: &dyn Source,
     target: &Target,
     manifest: &Digest,
     kind: ArtifactLayer,
     layer: &Descriptor,
+    max: u64,
 ) -> Result<Result<Evidence, String>, GateError> {
     let ann = |k: &str| layer.annotations.get(k).cloned();
     let digest = &layer.digest;
-    let max = match kind {
-        ArtifactLayer::SimpleSigning => MAX_PAYLOAD,
-        ArtifactLayer::DsseEnvelope | ArtifactLayer::SigstoreBundle => MAX_ATTESTATION,
-    };
     let signature = ann(ANN_SIGNATURE);
     if kind == ArtifactLayer::SimpleSigning && signature.is_none() {
         return Ok(Err(format!(
@@ -159,21 +170,29 @@ pub async fn layer_evidence(
     }))
 }
 
-/// Signatures in the legacy `.sig` tag for `subject`.
+/// Evidence in cosign's legacy tag for `subject`: signatures
+/// (`<alg>-<hex>.sig`, simple-signing layers) or attestations
+/// (`<alg>-<hex>.att`, DSSE envelope layers), as `kind` says, up to `caps`.
 pub async fn legacy(
     source: &dyn Source,
     sigs: &Target,
     subject: &Digest,
+    kind: ArtifactLayer,
+    caps: Caps,
     found: &mut Found,
 ) -> Result<(), GateError> {
-    let tag = format!("{}-{}.sig", subject.algorithm().name(), subject.hex());
+    let (suffix, media_type) = match kind {
+        ArtifactLayer::DsseEnvelope => ("att", DSSE_ENVELOPE),
+        _ => ("sig", SIMPLE_SIGNING),
+    };
+    let tag = format!("{}-{}.{suffix}", subject.algorithm().name(), subject.hex());
     let tag = Reference::Tag(tag.parse().expect("algorithm and hex form a valid tag"));
     let manifest = match source.manifest(sigs, &tag).await {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(()),
         Err(SourceError::Malformed(e)) => {
             found.skipped.push(format!(
-                "the .sig manifest is not a valid manifest: {}",
+                "the .{suffix} manifest is not a valid manifest: {}",
                 crate::error::chain(&e)
             ));
             return Ok(());
@@ -184,45 +203,39 @@ pub async fn legacy(
     if manifest.parsed.is_index() {
         found
             .skipped
-            .push(format!("{} is not a signature manifest", manifest.digest));
+            .push(format!("{} is not a .{suffix} manifest", manifest.digest));
         return Ok(());
     }
-    if layers.len() > MAX_SIGNATURE_LAYERS {
+    if layers.len() > caps.count {
         found.skipped.push(format!(
-            "{} has {} layers; only the first {MAX_SIGNATURE_LAYERS} were read",
+            "{} has {} layers; only the first {} were read",
             manifest.digest,
-            layers.len()
+            layers.len(),
+            caps.count
         ));
     }
-    for layer in layers.iter().take(MAX_SIGNATURE_LAYERS) {
-        if layer.media_type != SIMPLE_SIGNING {
+    for layer in layers.iter().take(caps.count) {
+        if layer.media_type != media_type {
             found.skipped.push(format!(
-                ".sig layer {} has media type {:?}",
+                ".{suffix} layer {} has media type {:?}",
                 layer.digest, layer.media_type
             ));
             continue;
         }
-        match layer_evidence(
-            source,
-            sigs,
-            &manifest.digest,
-            ArtifactLayer::SimpleSigning,
-            layer,
-        )
-        .await?
-        {
+        match layer_evidence(source, sigs, &manifest.digest, kind, layer, caps.size).await? {
             Ok(e) => found.evidence.push(e),
-            Err(why) => found.skipped.push(format!(".sig {why}")),
+            Err(why) => found.skipped.push(format!(".{suffix} {why}")),
         }
     }
     Ok(())
 }
 
-/// Sigstore bundles attached to `subject` as referrers.
+/// Sigstore bundles attached to `subject` as referrers, up to `caps`.
 pub async fn referrers(
     source: &dyn Source,
     sigs: &Target,
     subject: &Digest,
+    caps: Caps,
     found: &mut Found,
 ) -> Result<(), GateError> {
     let list = match source.referrers(sigs, subject).await {
@@ -247,13 +260,14 @@ pub async fn referrers(
                 .is_some_and(|t| BUNDLE_TYPES.contains(&t))
         })
         .collect();
-    if bundles.len() > MAX_REFERRERS {
+    if bundles.len() > caps.count {
         found.skipped.push(format!(
-            "{} bundle referrers; only the first {MAX_REFERRERS} were read",
-            bundles.len()
+            "{} bundle referrers; only the first {} were read",
+            bundles.len(),
+            caps.count
         ));
     }
-    for d in bundles.into_iter().take(MAX_REFERRERS) {
+    for d in bundles.into_iter().take(caps.count) {
         let digest = &d.digest;
         let manifest: Manifest = match source
             .manifest(sigs, &Reference::Digest(digest.clone()))
@@ -294,7 +308,7 @@ pub async fn referrers(
                 .push(format!("bundle referrer {digest} has no bundle layer"));
             continue;
         };
-        match read_blob(source, sigs, layer, MAX_BUNDLE).await {
+        match read_blob(source, sigs, layer, caps.size).await {
             Ok(Some(json)) => found.evidence.push(Evidence::Bundle {
                 manifest: digest.clone(),
                 json,

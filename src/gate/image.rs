@@ -14,6 +14,7 @@ use super::source::Source;
 use super::verify::{self, Purpose, Tally};
 use super::{Verification, discover};
 use crate::digest::Digest;
+use crate::media::ArtifactLayer;
 use crate::policy::Policy;
 use crate::router::Target;
 
@@ -39,15 +40,31 @@ pub async fn verify(
     for step in [Step::Legacy, Step::Referrers] {
         let before = found.evidence.len();
         let fetched = match step {
-            Step::Legacy => discover::legacy(source, sigs, digest, &mut found).await,
-            Step::Referrers => discover::referrers(source, sigs, digest, &mut found).await,
+            Step::Legacy => {
+                discover::legacy(
+                    source,
+                    sigs,
+                    digest,
+                    ArtifactLayer::SimpleSigning,
+                    discover::SIGNATURE_CAPS,
+                    &mut found,
+                )
+                .await
+            }
+            Step::Referrers => {
+                let caps = discover::Caps {
+                    count: discover::MAX_REFERRERS,
+                    size: discover::MAX_BUNDLE,
+                };
+                discover::referrers(source, sigs, digest, caps, &mut found).await
+            }
         };
         if let Err(e) = fetched {
-            return Verification::Failed {
-                reason: format!("could not fetch signatures: {}", crate::error::chain(&e)),
-                checked: tally.checked(),
-                signers: tally.signers(),
-            };
+            return Verification::failed(
+                format!("could not fetch signatures: {}", crate::error::chain(&e)),
+                tally.checked(),
+                tally.signers(),
+            );
         }
         let fresh: Vec<discover::Evidence> = found.evidence[before..].to_vec();
         match check_off_thread(policy, rule, fresh, digest, Purpose::Signature).await {
@@ -55,25 +72,27 @@ pub async fn verify(
                 .into_iter()
                 .for_each(|c| tally.add(&policy.rules[rule].signers, c)),
             Err(e) => {
-                return Verification::Failed {
-                    reason: format!("signature verification failed to run: {e}"),
-                    checked: tally.checked(),
-                    signers: tally.signers(),
-                };
+                return Verification::failed(
+                    format!("signature verification failed to run: {e}"),
+                    tally.checked(),
+                    tally.signers(),
+                );
             }
         }
         if tally.distinct() >= threshold {
             return Verification::Verified {
                 signers: tally.signers(),
                 checked: tally.checked(),
+                attestations: Vec::new(),
+                fresh_until: None,
             };
         }
     }
-    Verification::Failed {
-        reason: tally.failure_reason(threshold, &found.skipped),
-        checked: tally.checked(),
-        signers: tally.signers(),
-    }
+    Verification::failed(
+        tally.failure_reason(threshold, &found.skipped),
+        tally.checked(),
+        tally.signers(),
+    )
 }
 
 /// Check evidence about `subject` against rule number `rule`'s signers on the

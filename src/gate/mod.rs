@@ -23,10 +23,12 @@
 //! build HTTP responses.
 
 pub mod artifact;
+pub mod attest;
 pub mod discover;
 pub mod image;
 mod reload;
 pub mod source;
+pub mod statement;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -43,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Default, Mode, Policy, Rule};
 use crate::reference::Reference;
 use crate::router::{RouteError, Router, Target};
+pub use attest::AttestationResult;
 pub use reload::spawn_reloader;
 pub use source::{Source, SourceError, TooLarge, Verdicts};
 
@@ -125,6 +128,12 @@ pub struct Decision {
     pub signers: Vec<String>,
     /// Signatures examined.
     pub checked: usize,
+    /// The requirement that failed: `signature`, or an attestation's name.
+    #[serde(default)]
+    pub requirement: Option<String>,
+    /// Each attestation requirement's result, when they were checked.
+    #[serde(default)]
+    pub attestations: Vec<AttestationResult>,
 }
 
 impl Decision {
@@ -152,9 +161,19 @@ pub enum Verification {
     Verified {
         signers: Vec<String>,
         checked: usize,
+        /// The rule's attestation requirements, all passed.
+        #[serde(default)]
+        attestations: Vec<AttestationResult>,
+        /// Seconds since the epoch at which a passing attestation ages out
+        /// (`max_age`): the verdict is never used from then on.
+        #[serde(default)]
+        fresh_until: Option<u64>,
     },
     Covered {
         index: String,
+        /// As for the index's own verdict.
+        #[serde(default)]
+        fresh_until: Option<u64>,
     },
     /// A signature or attestation artifact whose every layer verified.
     Artifact {
@@ -168,7 +187,43 @@ pub enum Verification {
         /// Signers that did verify, short of the threshold.
         #[serde(default)]
         signers: Vec<String>,
+        /// The requirement that failed: `signature`, or an attestation's name.
+        #[serde(default)]
+        requirement: Option<String>,
+        /// Each attestation requirement's result, when they were checked.
+        #[serde(default)]
+        attestations: Vec<AttestationResult>,
     },
+}
+
+/// The requirement name for the image signature.
+pub const SIGNATURE: &str = "signature";
+
+impl Verification {
+    /// A failed signature verification.
+    pub fn failed(reason: String, checked: usize, signers: Vec<String>) -> Verification {
+        Verification::Failed {
+            reason,
+            checked,
+            signers,
+            requirement: Some(SIGNATURE.to_owned()),
+            attestations: Vec::new(),
+        }
+    }
+
+    /// Until when it may be used, if it ages out.
+    fn fresh_until(&self) -> Option<u64> {
+        match self {
+            Verification::Verified { fresh_until, .. }
+            | Verification::Covered { fresh_until, .. } => *fresh_until,
+            _ => None,
+        }
+    }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The identity of this build, part of every verdict key: the version and
@@ -277,6 +332,7 @@ impl Gate {
         self.metrics.policy_decision(
             decision.rule.as_deref().unwrap_or("-"),
             decision.outcome.as_str(),
+            decision.requirement.as_deref().unwrap_or("-"),
         );
         tracing::info!(
             target: "portcullis::audit",
@@ -285,6 +341,7 @@ impl Gate {
             requested = %requested,
             rule = decision.rule.as_deref().unwrap_or("-"),
             outcome = decision.outcome.as_str(),
+            requirement = decision.requirement.as_deref().unwrap_or("-"),
             reason = %decision.reason,
             signers = %decision.signers.join(", "),
             checked = decision.checked,
@@ -312,6 +369,8 @@ impl Gate {
                     reason,
                     signers,
                     checked,
+                    requirement: None,
+                    attestations: Vec::new(),
                 }
             };
         if referrers_list(requested, manifest) {
@@ -407,15 +466,30 @@ impl Gate {
         };
         let verification = self.verification(&policy, rule, target, manifest).await;
         match verification {
-            Verification::Verified { signers, checked } => {
-                let reason = format!(
-                    "{} of {} required signers verified",
-                    signers.len(),
-                    rule.threshold
-                );
-                decision(Outcome::Verified, Some(rule), reason, signers, checked)
+            Verification::Verified {
+                signers,
+                checked,
+                attestations,
+                ..
+            } => {
+                let mut reason = if rule.signers.is_empty() {
+                    "no signature required".to_owned()
+                } else {
+                    format!(
+                        "{} of {} required signers verified",
+                        signers.len(),
+                        rule.threshold
+                    )
+                };
+                if !attestations.is_empty() {
+                    let names: Vec<&str> = attestations.iter().map(|a| a.name.as_str()).collect();
+                    reason.push_str(&format!("; attestations passed: {}", names.join(", ")));
+                }
+                let mut d = decision(Outcome::Verified, Some(rule), reason, signers, checked);
+                d.attestations = attestations;
+                d
             }
-            Verification::Covered { index } => {
+            Verification::Covered { index, .. } => {
                 let reason = format!("listed by the verified index {index}");
                 decision(Outcome::Covered, Some(rule), reason, Vec::new(), 0)
             }
@@ -430,6 +504,8 @@ impl Gate {
                 reason,
                 checked,
                 signers,
+                requirement,
+                attestations,
             } => {
                 let outcome = if mode == Mode::Enforce {
                     Outcome::Denied
@@ -443,16 +519,22 @@ impl Gate {
                     }
                     _ => reason,
                 };
-                decision(outcome, Some(rule), reason, signers, checked)
+                let mut d = decision(outcome, Some(rule), reason, signers, checked);
+                d.requirement = requirement;
+                d.attestations = attestations;
+                d
             }
         }
     }
 
-    /// A cached verification, if it can be used.
+    /// A cached verification, if it can be used: never once an attestation
+    /// it relied on has aged out.
     fn cached(&self, key: &str) -> Option<Verification> {
+        let now = unix_secs(self.clock.now());
         self.verdicts
             .get(key)
             .and_then(|v| serde_json::from_slice::<Verification>(&v).ok())
+            .filter(|v| v.fresh_until().is_none_or(|until| now < until))
     }
 
     /// The artifact check for a manifest that claims to be a signature
@@ -500,21 +582,94 @@ impl Gate {
                 Ok((t, _)) => t,
                 Err(e) => {
                     let e = GateError::SignatureRepository(e);
-                    return Verification::Failed {
-                        reason: format!(
-                            "could not look for signatures: {}",
-                            crate::error::chain(&e)
-                        ),
-                        checked: 0,
-                        signers: Vec::new(),
-                    };
+                    return Verification::failed(
+                        format!("could not look for signatures: {}", crate::error::chain(&e)),
+                        0,
+                        Vec::new(),
+                    );
                 }
             },
         };
         let index = policy
             .rule_index(&rule.name)
             .expect("the rule is in its policy");
-        let fresh = image::verify(&*self.source, policy, index, &sigs, &manifest.digest).await;
+        let signature = if rule.signers.is_empty() {
+            // Only attestations are required (each names its own signers).
+            Verification::Verified {
+                signers: Vec::new(),
+                checked: 0,
+                attestations: Vec::new(),
+                fresh_until: None,
+            }
+        } else {
+            image::verify(&*self.source, policy, index, &sigs, &manifest.digest).await
+        };
+        let fresh = match signature {
+            // Attestations are checked once the signature has passed.
+            Verification::Verified {
+                signers, checked, ..
+            } if !rule.attestations.is_empty() => {
+                let now = self.clock.now();
+                let report =
+                    attest::verify(&*self.source, policy, index, &sigs, &manifest.digest, now)
+                        .await;
+                for r in &report.results {
+                    self.metrics
+                        .attestation_checked(&rule.name, &r.name, r.passed);
+                }
+                let checked = checked + report.checked;
+                if report.passed() {
+                    Verification::Verified {
+                        signers,
+                        checked,
+                        attestations: report.results,
+                        fresh_until: report.fresh_until.map(unix_secs),
+                    }
+                } else {
+                    let failing: Vec<String> = report
+                        .results
+                        .iter()
+                        .filter(|r| !r.passed)
+                        .map(AttestationResult::describe)
+                        .collect();
+                    Verification::Failed {
+                        reason: failing.join("; "),
+                        checked,
+                        signers,
+                        requirement: report
+                            .results
+                            .iter()
+                            .find(|r| !r.passed)
+                            .map(|r| r.name.clone()),
+                        attestations: report.results,
+                    }
+                }
+            }
+            Verification::Failed {
+                reason,
+                checked,
+                signers,
+                requirement,
+                ..
+            } => Verification::Failed {
+                reason,
+                checked,
+                signers,
+                requirement,
+                attestations: rule
+                    .attestations
+                    .iter()
+                    .map(|a| AttestationResult {
+                        name: a.name.clone(),
+                        predicate_type: a.predicate_type.clone(),
+                        passed: false,
+                        detail: "not checked: the image signature failed".into(),
+                        signers: Vec::new(),
+                    })
+                    .collect(),
+            },
+            other => other,
+        };
         self.remember(policy, rule, target, manifest, Some(&fresh))
             .await;
         fresh
@@ -538,10 +693,22 @@ impl Gate {
         verification: Option<&Verification>,
     ) {
         let passed = !matches!(verification, Some(Verification::Failed { .. }));
+        // A verdict that relies on an attestation's freshness lives no longer.
+        let fresh_until = verification.and_then(Verification::fresh_until);
+        let now = unix_secs(self.clock.now());
+        let verdict_ttl = match fresh_until {
+            Some(until) => policy
+                .verdict_ttl
+                .min(std::time::Duration::from_secs(until.saturating_sub(now))),
+            None => policy.verdict_ttl,
+        };
+        if passed && verdict_ttl.is_zero() {
+            return;
+        }
         let mut entries = Vec::new();
         if let Some(v) = verification {
             let ttl = if passed {
-                policy.verdict_ttl
+                verdict_ttl
             } else {
                 policy.failure_ttl
             };
@@ -554,11 +721,12 @@ impl Gate {
         if passed && !rule.per_platform {
             let covered = Verification::Covered {
                 index: manifest.digest.to_string(),
+                fresh_until,
             };
             for child in manifest.parsed.children() {
                 entries.push((
                     verdict_key(policy, "image", target, &child.digest),
-                    policy.verdict_ttl,
+                    verdict_ttl,
                     encode(&covered),
                 ));
             }

@@ -15,6 +15,7 @@
 //! Pure computation: call it off the async threads.
 
 use std::collections::BTreeSet;
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -44,6 +45,26 @@ pub struct Checked {
     pub matched: Vec<(usize, String)>,
     /// Why it satisfied no signer.
     pub rejection: Option<String>,
+    /// The earliest time a transparency log or timestamp authority proved
+    /// for it, when a matching signer's verification checked one.
+    pub time: Option<SystemTime>,
+}
+
+/// What one signer's check proved: the signing identity and the verified time.
+struct Proved {
+    identity: String,
+    time: Option<SystemTime>,
+}
+
+/// The earliest authenticated time in a verification result.
+fn verified_time(result: &VerificationResult) -> Option<SystemTime> {
+    result
+        .verified_timestamps()
+        .iter()
+        .copied()
+        .chain(result.integrated_time())
+        .map(SystemTime::from)
+        .min()
 }
 
 /// The signed content a piece of evidence offers, once parsed.
@@ -218,6 +239,30 @@ pub fn claimed_subject(evidence: &Evidence) -> Result<Digest, String> {
         }
         Evidence::Bundle { .. } => Err("a bundle's subject is named by its manifest".to_owned()),
     }
+}
+
+/// The DSSE envelope an attestation carries, as (payloadType, payload):
+/// a `.att` layer's envelope, or a bundle's. Not verified: call it on
+/// evidence that [`check`] accepted, or only to sort evidence by type.
+pub fn dsse_payload(evidence: &Evidence) -> Result<(String, Vec<u8>), String> {
+    let envelope = match evidence {
+        Evidence::Envelope { json, .. } => envelope(json)?,
+        Evidence::Bundle { json, .. } => {
+            let text =
+                std::str::from_utf8(json).map_err(|_| "the bundle is not UTF-8".to_owned())?;
+            let bundle =
+                Bundle::from_json(text).map_err(|e| format!("not a valid Sigstore bundle: {e}"))?;
+            match bundle.content {
+                SignatureContent::DsseEnvelope(e) => e,
+                _ => return Err("a message-signature bundle, not an attestation".into()),
+            }
+        }
+        Evidence::Legacy { .. } => return Err("a signature, not an attestation".into()),
+    };
+    Ok((
+        envelope.payload_type.clone(),
+        envelope.payload.as_bytes().to_vec(),
+    ))
 }
 
 fn envelope(json: &[u8]) -> Result<DsseEnvelope, String> {
@@ -462,12 +507,12 @@ fn verify_in_any_root<T, E: std::fmt::Display>(
     roots: &[std::sync::Arc<Root>],
     bundles: &[&Bundle],
     verify: impl Fn(&Root, &Bundle) -> Result<T, E>,
-) -> Result<(), String> {
+) -> Result<T, String> {
     let mut first = None;
     for root in roots {
         for bundle in bundles {
             match verify(root, bundle) {
-                Ok(_) => return Ok(()),
+                Ok(t) => return Ok(t),
                 Err(e) => {
                     first.get_or_insert_with(|| format!("root {}: {e}", root.name));
                 }
@@ -496,8 +541,13 @@ fn verify_detached(
     verified.map_err(|e| e.to_string())
 }
 
-/// Check one signer against parsed evidence: the signing identity, or why not.
-fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<String, String> {
+/// Check one signer against parsed evidence: the signing identity and
+/// verified time, or why not.
+fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<Proved, String> {
+    let key_only = |key: &crate::policy::PublicKey, time| Proved {
+        identity: format!("key {}", key.name),
+        time,
+    };
     match (signer, signed) {
         (
             Signer::Key { key, tlog, roots },
@@ -530,10 +580,11 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                     .map(|(_, b)| b)
                     .collect();
                 let policy = PublicKeyVerificationPolicy::new(key.der.clone());
-                verify_in_any_root(roots, &variants, |root, b| {
+                let result = verify_in_any_root(roots, &variants, |root, b| {
                     verify_detached(root, b, *over, message, subject, &policy)
                 })
                 .map_err(|e| format!("key {}: {e}", key.name))?;
+                return Ok(key_only(key, verified_time(&result)));
             } else if *tlog == Tlog::Required {
                 return Err(format!(
                     "no transparency-log proof, and key {} requires one",
@@ -543,7 +594,7 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                 verify_with_key(&key.der, message, signature)
                     .map_err(|e| format!("key {}: {e}", key.name))?;
             }
-            Ok(format!("key {}", key.name))
+            Ok(key_only(key, None))
         }
         (Signer::Key { key, roots, .. }, Signed::Bundle(bundle)) => {
             if roots.is_empty() {
@@ -553,7 +604,7 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                 ));
             }
             let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
-            verify_in_any_root(roots, &[bundle], |root, b| {
+            let result = verify_in_any_root(roots, &[bundle], |root, b| {
                 root.verifier.verify(
                     artifact,
                     b,
@@ -561,7 +612,7 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                 )
             })
             .map_err(|e| format!("key {}: {e}", key.name))?;
-            Ok(format!("key {}", key.name))
+            Ok(key_only(key, verified_time(&result)))
         }
         (
             Signer::Keyless {
@@ -590,7 +641,10 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
             let result =
                 verify_detached(root, bundle, *over, message, subject, &keyless_policy(root))
                     .map_err(|e| format!("root {}: {e}", root.name))?;
-            keyless_identity(&result, issuer, who, workflow)
+            Ok(Proved {
+                identity: keyless_identity(&result, issuer, who, workflow)?,
+                time: verified_time(&result),
+            })
         }
         (
             Signer::Keyless {
@@ -606,7 +660,10 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<St
                 .verifier
                 .verify(artifact, bundle, &keyless_policy(root))
                 .map_err(|e| format!("root {}: {e}", root.name))?;
-            keyless_identity(&result, issuer, who, workflow)
+            Ok(Proved {
+                identity: keyless_identity(&result, issuer, who, workflow)?,
+                time: verified_time(&result),
+            })
         }
     }
 }
@@ -622,8 +679,8 @@ pub fn check(
         Ok(s) => s,
         Err(why) => {
             return Checked {
-                matched: Vec::new(),
                 rejection: Some(format!("{}: {why}", evidence.origin())),
+                ..Checked::default()
             };
         }
     };
@@ -631,7 +688,13 @@ pub fn check(
     let mut reasons = Vec::new();
     for (i, signer) in signers.iter().enumerate() {
         match check_signer(signer, &signed, subject) {
-            Ok(identity) => checked.matched.push((i, identity)),
+            Ok(proved) => {
+                checked.matched.push((i, proved.identity));
+                checked.time = match (checked.time, proved.time) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             Err(why) => reasons.push(why),
         }
     }

@@ -13,16 +13,24 @@ use sigstore_verify::crypto::KeyAlgorithm;
 use sigstore_verify::trust_root::TrustedRoot;
 use sigstore_verify::types::DerPublicKey;
 
+use super::attestation::{RawAttestation, attestations};
 use super::{
     Default, ImagePattern, Matcher, Mode, Policy, PolicyError, PublicKey, Root, Rule, Signer, Tlog,
     WorkflowClaims, parse_date,
 };
 use crate::config::UpstreamConfig;
-use crate::config::units::parse_duration;
+use crate::config::units::{parse_duration, parse_size};
 use crate::reference::{RegistryHost, RepoName};
 
 const DEFAULT_VERDICT_TTL: &str = "1h";
 const DEFAULT_FAILURE_TTL: &str = "30s";
+/// Attestations read for one image, by default.
+pub const DEFAULT_MAX_ATTESTATIONS: usize = 32;
+/// Largest attestation read, by default: SBOMs run to megabytes.
+const DEFAULT_MAX_ATTESTATION_SIZE: &str = "16MiB";
+/// The caps cannot be raised past these.
+const MAX_ATTESTATIONS_LIMIT: usize = 256;
+const MAX_ATTESTATION_SIZE_LIMIT: u64 = 256 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +38,8 @@ struct RawPolicy {
     default: Option<String>,
     verdict_ttl: Option<String>,
     failure_ttl: Option<String>,
+    max_attestations: Option<usize>,
+    max_attestation_size: Option<String>,
     #[serde(default)]
     keys: BTreeMap<String, RawKey>,
     #[serde(default)]
@@ -65,11 +75,13 @@ struct RawRule {
     #[serde(default)]
     per_platform: bool,
     signature_repository: Option<String>,
+    #[serde(default)]
+    attestations: Vec<RawAttestation>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSigner {
+pub(super) struct RawSigner {
     key: Option<String>,
     tlog: Option<String>,
     root: Option<String>,
@@ -89,7 +101,7 @@ struct RawKeyless {
     github_workflow_trigger: Option<String>,
 }
 
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> PolicyError {
+pub(super) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> PolicyError {
     PolicyError::Invalid {
         key: key.into(),
         problem: problem.into(),
@@ -179,6 +191,28 @@ pub(super) fn parse(
         DEFAULT_FAILURE_TTL,
     )?;
 
+    let max_attestations = raw.max_attestations.unwrap_or(DEFAULT_MAX_ATTESTATIONS);
+    if max_attestations == 0 || max_attestations > MAX_ATTESTATIONS_LIMIT {
+        return Err(invalid(
+            "max_attestations",
+            format!("{max_attestations}: give 1 to {MAX_ATTESTATIONS_LIMIT}"),
+        ));
+    }
+    let size = raw
+        .max_attestation_size
+        .as_deref()
+        .unwrap_or(DEFAULT_MAX_ATTESTATION_SIZE);
+    let max_attestation_size = parse_size(size).map_err(|source| PolicyError::Unit {
+        key: "max_attestation_size".into(),
+        source,
+    })?;
+    if max_attestation_size == 0 || max_attestation_size > MAX_ATTESTATION_SIZE_LIMIT {
+        return Err(invalid(
+            "max_attestation_size",
+            format!("{size}: give more than 0 and at most 256MiB"),
+        ));
+    }
+
     let mut keys = HashMap::new();
     for (name, k) in &raw.keys {
         let key = format!("keys.{name}.public_key");
@@ -267,6 +301,8 @@ pub(super) fn parse(
         rules,
         verdict_ttl,
         failure_ttl,
+        max_attestations,
+        max_attestation_size,
         fingerprint,
         files: fp.1,
     })
@@ -360,7 +396,18 @@ fn rule(
         .map(|d| d.parse())
         .collect::<Result<HashSet<_>, _>>()
         .map_err(|e| invalid(format!("{at}.allow_digests"), format!("{e}")))?;
-    if mode != Mode::Allow && signers.is_empty() && allow_digests.is_empty() {
+    let attestations = attestations(at, r.attestations, signers.len(), keys, roots)?;
+    if mode == Mode::Allow && !attestations.is_empty() {
+        return Err(invalid(
+            format!("{at}.attestations"),
+            "mode = \"allow\" serves without checks: its attestations would never be checked",
+        ));
+    }
+    if mode != Mode::Allow
+        && signers.is_empty()
+        && allow_digests.is_empty()
+        && attestations.is_empty()
+    {
         return Err(invalid(
             format!("{at}.signers"),
             format!(
@@ -387,6 +434,7 @@ fn rule(
         allow_digests,
         per_platform: r.per_platform,
         signature_repository,
+        attestations,
     })
 }
 
@@ -419,7 +467,7 @@ fn signature_repo(
 }
 
 /// A validated signer and a string that identifies it (for duplicate detection).
-fn signer(
+pub(super) fn signer(
     at: &str,
     s: RawSigner,
     keys: &HashMap<String, Arc<PublicKey>>,

@@ -8,6 +8,7 @@
 //! `images` match the normalized reference applies**; no match means
 //! `default`. This module must not fetch or verify anything.
 
+pub mod attestation;
 mod file;
 pub mod pattern;
 
@@ -23,6 +24,7 @@ use sigstore_verify::types::DerPublicKey;
 use crate::config::UpstreamConfig;
 use crate::config::units::UnitError;
 use crate::digest::Digest;
+pub use attestation::{Attestation, Condition};
 pub use pattern::{ImagePattern, Matcher, PatternError};
 
 /// Why a policy was refused. Every variant names where.
@@ -199,6 +201,9 @@ pub struct Rule {
     pub per_platform: bool,
     /// Where signatures are stored, when not beside the image (`registry/repository`).
     pub signature_repository: Option<String>,
+    /// Attestations that must verify besides the signature (an empty
+    /// `signers` means only the attestations are required).
+    pub attestations: Vec<Attestation>,
 }
 
 impl Rule {
@@ -224,6 +229,10 @@ pub struct Policy {
     pub verdict_ttl: Duration,
     /// How long a failing verdict is reused (short: a new signature should be seen soon).
     pub failure_ttl: Duration,
+    /// Attestations read for one image, at most (per format).
+    pub max_attestations: usize,
+    /// Largest attestation (DSSE envelope or bundle) read, in bytes.
+    pub max_attestation_size: u64,
     /// sha256 over the policy file and every file it references.
     pub fingerprint: String,
     /// The policy file and the files it references (watched for changes).

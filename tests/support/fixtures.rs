@@ -764,7 +764,9 @@ pub fn verify_in(p: &Loaded, served: &Digest, source: &FixtureSource) -> Verdict
     let target = target();
     let v = runtime().block_on(image::verify(source, &p.policy, rule, &target, served));
     match v {
-        Verification::Verified { signers, checked } => Verdict {
+        Verification::Verified {
+            signers, checked, ..
+        } => Verdict {
             verified: true,
             distinct: signers.len(),
             threshold,
@@ -776,6 +778,7 @@ pub fn verify_in(p: &Loaded, served: &Digest, source: &FixtureSource) -> Verdict
             reason,
             checked,
             signers,
+            ..
         } => Verdict {
             verified: false,
             distinct: signers.len(),
