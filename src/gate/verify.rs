@@ -24,7 +24,8 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use sigstore_verify::crypto::{KeyAlgorithm, SigningScheme, verify_signature};
 use sigstore_verify::types::{
-    Bundle, DerPublicKey, DsseEnvelope, Sha256Hash, SignatureBytes, SignatureContent, Statement,
+    ArtifactDigest, Bundle, DerPublicKey, DsseEnvelope, HashAlgorithm, Sha256Hash, Sha512Hash,
+    SignatureBytes, SignatureContent, Statement,
 };
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult};
 
@@ -403,9 +404,6 @@ fn signed(evidence: &Evidence, subject: &Digest, purpose: Purpose) -> Result<Sig
                 }
                 (_, Purpose::Attachment) => {}
             }
-            if subject.algorithm() != Algorithm::Sha256 {
-                return Err("only sha256 images can be checked against bundles".into());
-            }
             Ok(Signed::Bundle(bundle))
         }
     }
@@ -522,6 +520,20 @@ fn verify_in_any_root<T, E: std::fmt::Display>(
     Err(first.unwrap_or_else(|| "no root to check it with".into()))
 }
 
+/// The subject as the artifact digest a bundle is verified against.
+fn artifact(subject: &Digest) -> Result<ArtifactDigest, String> {
+    let bad = |e: sigstore_verify::types::Error| format!("digest {subject}: {e}");
+    match subject.algorithm() {
+        Algorithm::Sha256 => Sha256Hash::from_hex(subject.hex())
+            .map(ArtifactDigest::from)
+            .map_err(bad),
+        Algorithm::Sha512 => {
+            let hash = Sha512Hash::from_hex(subject.hex()).map_err(bad)?;
+            ArtifactDigest::new(HashAlgorithm::Sha2512, hash).map_err(bad)
+        }
+    }
+}
+
 /// Verify an assembled legacy bundle against what it signs.
 fn verify_detached(
     root: &Root,
@@ -533,10 +545,7 @@ fn verify_detached(
 ) -> Result<VerificationResult, String> {
     let verified = match over {
         Over::Payload => root.verifier.verify(message, bundle, policy),
-        Over::Subject => {
-            let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
-            root.verifier.verify(artifact, bundle, policy)
-        }
+        Over::Subject => root.verifier.verify(artifact(subject)?, bundle, policy),
     };
     verified.map_err(|e| e.to_string())
 }
@@ -603,10 +612,10 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<Pr
                     key.name
                 ));
             }
-            let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
+            let artifact = artifact(subject)?;
             let result = verify_in_any_root(roots, &[bundle], |root, b| {
                 root.verifier.verify(
-                    artifact,
+                    artifact.clone(),
                     b,
                     &PublicKeyVerificationPolicy::new(key.der.clone()),
                 )
@@ -655,10 +664,9 @@ fn check_signer(signer: &Signer, signed: &Signed, subject: &Digest) -> Result<Pr
             },
             Signed::Bundle(bundle),
         ) => {
-            let artifact = Sha256Hash::from_hex(subject.hex()).map_err(|e| e.to_string())?;
             let result = root
                 .verifier
-                .verify(artifact, bundle, &keyless_policy(root))
+                .verify(artifact(subject)?, bundle, &keyless_policy(root))
                 .map_err(|e| format!("root {}: {e}", root.name))?;
             Ok(Proved {
                 identity: keyless_identity(&result, issuer, who, workflow)?,

@@ -112,6 +112,20 @@ fn predicate_type(at: &str, written: &str) -> Result<String, PolicyError> {
     }
 }
 
+/// The variables a condition binds in macros (`x` in `list.exists(x, ...)`):
+/// they are not free variables. Only used to catch misspelt variables at
+/// load; an unknown variable at evaluation is an error, which counts as false.
+fn bound_variables(source: &str) -> Vec<String> {
+    static MACRO: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = MACRO.get_or_init(|| {
+        regex::Regex::new(
+            r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,",
+        )
+        .expect("the macro pattern compiles")
+    });
+    re.captures_iter(source).map(|c| c[1].to_owned()).collect()
+}
+
 /// Validate a rule's attestation requirements. `rule_signers` is how many
 /// signers the rule lists.
 pub(super) fn attestations(
@@ -206,11 +220,10 @@ pub(super) fn attestations(
             let program = cel::Program::compile(&source)
                 .map_err(|e| invalid(cat.clone(), format!("not a valid CEL expression: {e}")))?;
             let refs = program.references();
-            if let Some(unknown) = refs
-                .variables()
-                .into_iter()
-                .find(|v| !matches!(*v, "predicate" | "statement" | "now"))
-            {
+            let bound = bound_variables(&source);
+            if let Some(unknown) = refs.variables().into_iter().find(|v| {
+                !matches!(*v, "predicate" | "statement" | "now") && !bound.iter().any(|b| b == v)
+            }) {
                 return Err(invalid(
                     cat,
                     format!(
@@ -249,6 +262,100 @@ pub(super) fn attestations(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Load `rules` with a `release` key beside them.
+    fn load(rules: &str) -> Result<super::super::Policy, PolicyError> {
+        const KEY: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE4Zgzr/fRStByQK5DFDJt4UTRUJr/\nvXpNRuIsqYshN9A5xPRd45PFexybsF3GBGqhslKg+xLVzFh8rLnLAzhMcA==\n-----END PUBLIC KEY-----\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("release.pub"), KEY).unwrap();
+        let upstreams = crate::config::Config::parse(
+            "[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\ndefault = true\n",
+            "t",
+            std::path::Path::new("/"),
+        )
+        .unwrap()
+        .upstreams;
+        let text = format!("{rules}\n[keys.release]\npublic_key = \"release.pub\"\n");
+        super::super::Policy::parse(&text, &dir.path().join("policy.toml"), &upstreams)
+    }
+
+    const RULE: &str =
+        "[[rule]]\nname = \"r\"\nimages = [\"ghcr.io/**\"]\nsigners = [{ key = \"release\" }]\n";
+
+    #[test]
+    fn requirements_load_with_defaults() {
+        let p = load(&format!(
+            "{RULE}[[rule.attestations]]\ntype = \"vuln\"\nmax_age = \"7d\"\nconditions = [\"predicate.x.exists(v, v == now)\"]\n[[rule.attestations]]\nname = \"prov\"\ntype = \"https://slsa.dev/provenance/v1\"\nthreshold = 1\nsigners = [{{ key = \"release\" }}]\n"
+        ))
+        .unwrap();
+        let a = &p.rules[0].attestations;
+        assert_eq!(a[0].name, "vuln");
+        assert_eq!(
+            a[0].predicate_type,
+            "https://cosign.sigstore.dev/attestation/vuln/v1"
+        );
+        assert_eq!(a[0].max_age, Some(Duration::from_secs(7 * 86_400)));
+        assert!(a[0].signers.is_none());
+        assert_eq!(a[1].name, "prov");
+        assert_eq!(a[1].signers.as_ref().map(Vec::len), Some(1));
+        // Attestations alone, each with its own signers.
+        let p = load(
+            "[[rule]]\nname = \"r\"\nimages = [\"ghcr.io/**\"]\n[[rule.attestations]]\ntype = \"spdx\"\nsigners = [{ key = \"release\" }]\n",
+        )
+        .unwrap();
+        assert!(p.rules[0].signers.is_empty());
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        let att = |body: &str| format!("{RULE}[[rule.attestations]]\n{body}\n");
+        let cases = [
+            (att("type = \"sbom\""), "rule[0] (r).attestations[0].type: \"sbom\" is neither"),
+            (
+                att("type = \"vuln\"\nconditions = [\"predicate.x ==\"]"),
+                "rule[0] (r).attestations[0].conditions[0]: not a valid CEL expression",
+            ),
+            (
+                att("type = \"vuln\"\nconditions = [\"predicat.x == 1\"]"),
+                "conditions[0]: unknown variable \"predicat\"",
+            ),
+            (att("type = \"vuln\"\nmax_age = \"soon\""), "attestations[0].max_age"),
+            (att("type = \"vuln\"\nthreshold = 2"), "attestations[0].threshold: 2 distinct signers"),
+            (att("type = \"vuln\"\nsigners = []"), "attestations[0].signers: an empty list"),
+            (att("type = \"vuln\"\nname = \"signature\""), "is reserved"),
+            (
+                att("type = \"vuln\"\n[[rule.attestations]]\ntype = \"vuln\""),
+                "attestations[1].name: another attestation",
+            ),
+            (att("type = \"vuln\"\ncondition = []"), "unknown field `condition`"),
+            (
+                "[[rule]]\nname = \"r\"\nimages = [\"ghcr.io/**\"]\n[[rule.attestations]]\ntype = \"vuln\"\n".to_owned(),
+                "attestations[0].signers: the rule has no signers",
+            ),
+            (
+                "[[rule]]\nname = \"r\"\nimages = [\"ghcr.io/**\"]\nmode = \"allow\"\n[[rule.attestations]]\ntype = \"vuln\"\nsigners = [{ key = \"release\" }]\n".to_owned(),
+                "rule[0] (r).attestations: mode = \"allow\"",
+            ),
+            ("max_attestations = 0\n".to_owned(), "max_attestations: 0"),
+            ("max_attestation_size = \"1GiB\"\n".to_owned(), "max_attestation_size: 1GiB"),
+        ];
+        for (policy, expected) in cases {
+            let e = load(&policy).expect_err(&policy);
+            let m = crate::error::chain(&e);
+            assert!(
+                m.contains(expected),
+                "policy:\n{policy}\nerror: {m}\nexpected: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn macro_variables_are_bound() {
+        assert_eq!(
+            bound_variables("p.a.exists(c, c.x) && p.b.all( v ,v > 1) && p.c.map(x, x)"),
+            ["c", "v", "x"]
+        );
+    }
 
     #[test]
     fn short_names_and_uris() {

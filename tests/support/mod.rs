@@ -10,6 +10,7 @@
 //! Everything binds to 127.0.0.1 only. Every child process is killed on drop.
 //! Set `PORTCULLIS_TEST_VERBOSE=1` to echo the registries' output to stderr.
 
+pub mod attest;
 pub mod client;
 pub mod containerd;
 pub mod crafted;

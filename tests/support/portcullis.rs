@@ -347,10 +347,20 @@ pub struct InProcess {
 impl InProcess {
     /// Start with `extra` (as for [`Portcullis::start`]) and a manual clock.
     pub fn start(extra: &str) -> Result<InProcess> {
+        InProcess::start_with_files(extra, &[])
+    }
+
+    /// [`InProcess::start`] with files written next to the config first
+    /// (as for [`Portcullis::start_with_files`]).
+    pub fn start_with_files(extra: &str, files: &[(&str, &str)]) -> Result<InProcess> {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-test-")
             .tempdir()
             .map_err(|e| err!("tempdir: {e}"))?;
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content)
+                .map_err(|e| err!("writing {name}: {e}"))?;
+        }
         let text = format!("shutdown_grace = \"1s\"\n{}", config_text(extra));
         let config = portcullis::config::Config::parse(&text, "test config", dir.path())
             .map_err(|e| err!("config: {e:?}"))?;
