@@ -352,7 +352,7 @@ fn bundles_keyless_and_junk_in_one_format_never_mask_the_other() {
     // A junk `.att` beside a valid bundle.
     copy_image(&host, &img, "b/junk-att", "v1").unwrap();
     sign_keyless("b/junk-att");
-    push_att(&host, "b/junk-att", digest, &[junk_att.clone()]).unwrap();
+    push_att(&host, "b/junk-att", digest, std::slice::from_ref(&junk_att)).unwrap();
     push_bundle_referrer(&host, "b/junk-att", &subject, bundle.as_bytes()).unwrap();
     // Junk bundles beside a valid keyed `.att`.
     copy_image(&host, &img, "b/junk-bundle", "v1").unwrap();

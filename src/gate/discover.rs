@@ -186,7 +186,16 @@ pub async fn legacy(
         _ => ("sig", SIMPLE_SIGNING),
     };
     let tag = format!("{}-{}.{suffix}", subject.algorithm().name(), subject.hex());
-    let tag = Reference::Tag(tag.parse().expect("algorithm and hex form a valid tag"));
+    // A sha512 digest makes a tag longer than tags may be: no registry can
+    // hold one, so there is nothing to look up.
+    let Ok(tag) = tag.parse() else {
+        found.skipped.push(format!(
+            "no .{suffix} tag can name {}: it would be longer than a tag may be",
+            subject.algorithm().name()
+        ));
+        return Ok(());
+    };
+    let tag = Reference::Tag(tag);
     let manifest = match source.manifest(sigs, &tag).await {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(()),

@@ -181,6 +181,20 @@ impl PolicyText {
         self
     }
 
+    /// A `[[rule.attestations]]` of the one rule (call after [`PolicyText::rule`]).
+    pub fn attestation(mut self, body: &str) -> Self {
+        self.text += &format!("[[rule.attestations]]\n{body}\n");
+        self
+    }
+
+    /// `[keys.NAME]` with a PEM key built by the test (written into the tempdir).
+    pub fn built_key(mut self, name: &str, pem: &str) -> Self {
+        let path = self.dir.path().join(format!("{name}.pub"));
+        std::fs::write(&path, pem).expect("write the built key");
+        self.text += &format!("[keys.{name}]\npublic_key = {}\n", toml_path(&path));
+        self
+    }
+
     pub fn try_load(self) -> Result<Loaded, String> {
         let path = self.dir.path().join("policy.toml");
         std::fs::write(&path, &self.text).expect("write the policy");
@@ -789,6 +803,24 @@ pub fn verify_in(p: &Loaded, served: &Digest, source: &FixtureSource) -> Verdict
         },
         other => panic!("an image verification gave {other:?}"),
     }
+}
+
+/// Run the gate's attestation check (discovery through the fixture
+/// registry, offline verification, conditions, freshness at `now`) for `served`.
+pub fn attest(
+    p: &Loaded,
+    served: &Digest,
+    source: &FixtureSource,
+    now: std::time::SystemTime,
+) -> portcullis::gate::attest::Report {
+    runtime().block_on(portcullis::gate::attest::verify(
+        source,
+        &p.policy,
+        p.rule_index(),
+        &target(),
+        served,
+        now,
+    ))
 }
 
 /// Run the whole gate on a manifest held by `source`, as the server does
