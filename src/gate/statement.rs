@@ -282,4 +282,26 @@ mod tests {
         ctx.add_variable_from_value("p", to_cel(&v));
         assert_eq!(program.execute(&ctx), Ok(cel::Value::Bool(true)));
     }
+
+    /// Trivy leaves `Vulnerabilities` out of a clean target: `has()` guards
+    /// the field, and without the guard the condition is an error.
+    #[test]
+    fn has_guards_an_absent_field() {
+        let scan = Json::parse(
+            br#"{"scanner":{"result":{"Results":[{"Target":"a"},{"Target":"b","Vulnerabilities":[{"Severity":"LOW"}]}]}}}"#,
+        )
+        .unwrap();
+        let mut ctx = cel::Context::default();
+        ctx.add_variable_from_value("predicate", to_cel(&scan));
+        let guarded = cel::Program::compile(
+            "!predicate.scanner.result.Results.exists(r, has(r.Vulnerabilities) && r.Vulnerabilities.exists(v, v.Severity == 'CRITICAL'))",
+        )
+        .unwrap();
+        assert_eq!(guarded.execute(&ctx), Ok(cel::Value::Bool(true)));
+        let unguarded = cel::Program::compile(
+            "!predicate.scanner.result.Results.exists(r, r.Vulnerabilities.exists(v, v.Severity == 'CRITICAL'))",
+        )
+        .unwrap();
+        assert!(unguarded.execute(&ctx).is_err());
+    }
 }
