@@ -570,3 +570,132 @@ fn warn_rules_serve_with_a_warning_and_the_caps_bound_the_work() {
     let m = refusal(&pull(&p, "d/big", "v1"));
     assert!(m.contains("none found") && m.contains("65536"), "{m}");
 }
+
+#[test]
+fn every_key_type_attests_and_a_threshold_needs_distinct_signers() {
+    let (reg, img) = one_image();
+    let host = reg.host();
+    let digest = img.top_digest();
+    let release = CosignKey::p256();
+    let keys: Vec<CosignKey> = support::signing::KeyKind::ALL
+        .iter()
+        .map(|k| CosignKey::generate(*k))
+        .collect();
+    let sbom = cyclonedx(&["musl"], &ago(hours(1)));
+    for (key, kind) in keys.iter().zip(support::signing::KeyKind::ALL) {
+        let repo = format!("k/{}", kind.name());
+        copy_image(&host, &img, &repo, "v1").unwrap();
+        sign(&host, &repo, digest, &release);
+        push_att(
+            &host,
+            &repo,
+            digest,
+            &[keyed(key, digest, CYCLONEDX, &sbom)],
+        )
+        .unwrap();
+    }
+    // Threshold 2 of the SBOM team's keys: one is not enough, two are,
+    // and one key's two attestations count once.
+    for (repo, by) in [
+        ("t/one", vec![0]),
+        ("t/same-twice", vec![0, 0]),
+        ("t/two", vec![0, 1]),
+    ] {
+        copy_image(&host, &img, repo, "v1").unwrap();
+        sign(&host, repo, digest, &release);
+        let layers: Vec<SigLayer> = by
+            .iter()
+            .map(|&i| keyed(&keys[i], digest, CYCLONEDX, &sbom))
+            .collect();
+        push_att(&host, repo, digest, &layers).unwrap();
+    }
+    let mut trust = Trust::default().key("release", &release);
+    for (key, kind) in keys.iter().zip(support::signing::KeyKind::ALL) {
+        trust = trust.key(kind.name(), key);
+    }
+    let own: Vec<String> = support::signing::KeyKind::ALL
+        .iter()
+        .map(|k| format!("{{ key = \"{}\" }}", k.name()))
+        .collect();
+    let rules = format!(
+        "[[rule]]\nname = \"kinds\"\nimages = [\"registry.test/k/**\"]\nsigners = [{{ key = \"release\" }}]\n[[rule.attestations]]\nname = \"sbom\"\ntype = \"cyclonedx\"\nsigners = [{}]\n\
+         [[rule]]\nname = \"two\"\nimages = [\"registry.test/t/**\"]\nsigners = [{{ key = \"release\" }}]\n[[rule.attestations]]\nname = \"sbom\"\ntype = \"cyclonedx\"\nthreshold = 2\nsigners = [{}]\n",
+        own.join(", "),
+        own[..2].join(", ")
+    );
+    let p = start(&reg, trust, &rules, "", false);
+    for kind in support::signing::KeyKind::ALL {
+        let r = pull(&p, &format!("k/{}", kind.name()), "v1");
+        assert_eq!(r.status, 200, "{}: {}", kind.name(), body(&r));
+    }
+    for repo in ["t/one", "t/same-twice"] {
+        let m = refusal(&pull(&p, repo, "v1"));
+        assert!(m.contains("1 of 2 required signers passed"), "{repo}: {m}");
+    }
+    assert_served(&pull(&p, "t/two", "v1"), &img);
+}
+
+#[test]
+fn an_index_whose_attestations_pass_covers_its_children_unless_per_platform() {
+    let reg = support::registry::Registry::start(support::registry::Mode::Plain).unwrap();
+    let img = support::images::push_multiarch(&reg.host(), "test/multi:v1", &[1024], None).unwrap();
+    let host = reg.host();
+    let index = img.top_digest().to_owned();
+    let child = img.manifests[0].digest.clone();
+    let key = CosignKey::p256();
+    sign(&host, "test/multi", &index, &key);
+    let sbom = cyclonedx(&["musl"], &ago(hours(1)));
+    push_att(
+        &host,
+        "test/multi",
+        &index,
+        &[keyed(&key, &index, CYCLONEDX, &sbom)],
+    )
+    .unwrap();
+    let rule = |extra: &str| {
+        format!(
+            "[[rule]]\nname = \"multi\"\nimages = [\"registry.test/**\"]\nsigners = [{{ key = \"release\" }}]\n{extra}[[rule.attestations]]\nname = \"sbom\"\ntype = \"cyclonedx\"\n"
+        )
+    };
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        &rule(""),
+        "",
+        false,
+    );
+    assert_eq!(pull(&p, "test/multi", "v1").status, 200);
+    let r = pull(&p, "test/multi", &child);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        &rule("per_platform = true\n"),
+        "",
+        false,
+    );
+    assert_eq!(pull(&p, "test/multi", "v1").status, 200);
+    // The child is signed, but its attestations are looked up on its own digest.
+    sign(&host, "test/multi", &child, &key);
+    let m = refusal(&pull(&p, "test/multi", &child));
+    assert!(
+        m.contains("attestation \"sbom\" (https://cyclonedx.org/bom): none found"),
+        "{m}"
+    );
+    push_att(
+        &host,
+        "test/multi",
+        &child,
+        &[keyed(&key, &child, CYCLONEDX, &sbom)],
+    )
+    .unwrap();
+    // A fresh gate sees it (the failure above is cached for failure_ttl).
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        &rule("per_platform = true\n"),
+        "",
+        false,
+    );
+    assert_eq!(pull(&p, "test/multi", &child).status, 200);
+}
