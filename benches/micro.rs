@@ -7,8 +7,11 @@
 //! signature groups time the first (uncached) verification of a real cosign
 //! signature from the shared fixture corpus (`../shared/fixtures`, or
 //! `$PORTCULLIS_FIXTURES`), keyed and keyless, and the gate's answer once a
-//! verdict is cached. No network is used: the gate's upstream is a closed
-//! port on 127.0.0.1.
+//! verdict is cached. The attestation groups time the strict parse of a
+//! large SBOM statement and a CEL condition over it, against a plain
+//! `serde_json::Value` parse of the same bytes, and a real keyless SLSA
+//! attestation end to end. No network is used: the gate's upstream is a
+//! closed port on 127.0.0.1.
 
 #[allow(dead_code)]
 #[path = "../tests/support/fixtures.rs"]
@@ -301,12 +304,95 @@ fn first_verification(c: &mut Criterion) {
     g.finish();
 }
 
+/// A CycloneDX SBOM statement of `n` components, as Syft lists Alpine packages.
+fn sbom_statement(n: usize) -> Vec<u8> {
+    let components: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "bom-ref": format!("pkg:apk/alpine/package-{i}@1.0-r0?arch=x86_64&distro=alpine-3.20.3"),
+                "type": "library", "name": format!("package-{i}"), "version": "1.0-r0",
+                "licenses": [{"license": {"id": "MIT"}}],
+                "purl": format!("pkg:apk/alpine/package-{i}@1.0-r0?arch=x86_64&distro=alpine-3.20.3"),
+                "properties": [{"name": "syft:package:type", "value": "apk"}],
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": "https://cyclonedx.org/bom",
+        "subject": [{"name": "registry.test/app", "digest": {"sha256": "a".repeat(64)}}],
+        "predicate": {"bomFormat": "CycloneDX", "specVersion": "1.5",
+                      "metadata": {"timestamp": "2026-11-30T10:00:00Z"}, "components": components},
+    }))
+    .unwrap()
+}
+
+fn attestations(c: &mut Criterion) {
+    use fixtures::*;
+    use portcullis::gate::statement::{Statement, to_cel};
+    let statement = sbom_statement(5000);
+    let program =
+        cel::Program::compile("!predicate.components.exists(c, c.name == 'banned-package')")
+            .unwrap();
+    let evaluate = |bytes: &[u8]| {
+        let st = Statement::parse(bytes).unwrap();
+        let mut ctx = cel::Context::default();
+        ctx.add_variable_from_value("predicate", to_cel(&st.predicate));
+        program.execute(&ctx).unwrap()
+    };
+    assert_eq!(evaluate(&statement), cel::Value::Bool(true));
+    let mut g = c.benchmark_group(format!(
+        "attestation statement ({} KiB CycloneDX SBOM, 5000 components)",
+        statement.len() / 1024
+    ));
+    g.throughput(Throughput::Bytes(statement.len() as u64));
+    g.sample_size(20);
+    g.bench_function("anchor: serde_json::Value parse", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(&statement).unwrap()))
+    });
+    g.bench_function("strict statement parse", |b| {
+        b.iter(|| black_box(Statement::parse(&statement).unwrap()))
+    });
+    g.bench_function("strict parse + conversion to CEL values", |b| {
+        b.iter(|| black_box(to_cel(&Statement::parse(&statement).unwrap().predicate)))
+    });
+    g.bench_function("strict parse + CEL condition over every component", |b| {
+        b.iter(|| black_box(evaluate(&statement)))
+    });
+    g.finish();
+
+    // A real attestation end to end: GitHub's SLSA v1 provenance for
+    // sigstore-js, keyless with a Rekor entry, and two conditions.
+    let case = "attestation-dsse/sigstore-go__sigstore.js-2.0.0-provenance";
+    let served = digest(
+        "sha512:46d4e2f74c4877316640000a6fdf8a8b59f1e0847667973e9859f774dd31b8f1e0937813b777fb66a2ac67d50540fe34640966eee9fc2ccca387082b4c85cd3c",
+    );
+    let source = bundle(&format!(
+        "{case}/sigstore.js@2.0.0-provenance.sigstore.json"
+    ))
+    .source(&served);
+    let policy = PolicyText::new()
+        .root("pg", &format!("{case}/public-good.json"))
+        .rule(1, &[&keyless("pg", ACTIONS, "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main")])
+        .attestation("type = \"slsaprovenance1\"\nconditions = [\"predicate.buildDefinition.externalParameters.workflow.ref == 'refs/heads/main'\", \"predicate.buildDefinition.externalParameters.workflow.repository == 'https://github.com/sigstore/sigstore-js'\"]")
+        .load();
+    let now = std::time::SystemTime::now();
+    assert!(attest(&policy, &served, &source, now).passed());
+    let mut g = c.benchmark_group("first verification");
+    g.bench_function(
+        "keyless SLSA v1 attestation (Fulcio chain, Rekor SET, 2 conditions)",
+        |b| b.iter(|| black_box(attest(&policy, &served, &source, now))),
+    );
+    g.finish();
+}
+
 criterion_group!(
     benches,
     parsing_and_routing,
     index,
     hashing_tee,
     gate_cached,
-    first_verification
+    first_verification,
+    attestations
 );
 criterion_main!(benches);

@@ -536,3 +536,37 @@ fn signature_work_is_bounded() {
     );
     assert!(m.contains("only the first 32 were read"), "{m}");
 }
+
+#[test]
+fn pinned_digests_pass_and_nothing_else_does_under_a_rule_without_signers() {
+    let (reg, img) = one_image();
+    let other = push_image(
+        &reg.host(),
+        "test/other:v1",
+        "linux",
+        "amd64",
+        &[2 * KIB],
+        None,
+    )
+    .unwrap();
+    let rules = format!(
+        "[[rule]]\nname = \"pinned\"\nimages = [\"registry.test/**\"]\nallow_digests = [\"{}\"]\n",
+        img.top_digest()
+    );
+    let p = start(&reg, Trust::default(), &rules, "", false);
+    assert_served(&pull(&p, "test/img", "v1"), &img);
+    assert_eq!(
+        last_outcome(&p, "registry.test/test/img", img.top_digest()),
+        "pinned"
+    );
+    assert_refused(
+        &pull(&p, "test/other", "v1"),
+        "registry.test/test/other",
+        "pinned",
+        "no signature from a required signer",
+    );
+    assert_eq!(
+        last_outcome(&p, "registry.test/test/other", other.top_digest()),
+        "denied"
+    );
+}

@@ -175,9 +175,20 @@ fn judge(
     now: SystemTime,
 ) -> Result<Option<SystemTime>, String> {
     if !a.conditions.is_empty() {
+        // Only what the conditions read is converted: `statement` holds the
+        // predicate again, and a large SBOM costs more to convert than to parse.
+        let uses = |v: &str| {
+            a.conditions
+                .iter()
+                .any(|c| c.program.references().has_variable(v))
+        };
         let mut ctx = cel::Context::default();
-        ctx.add_variable_from_value("predicate", statement::to_cel(&st.predicate));
-        ctx.add_variable_from_value("statement", statement::to_cel(&st.raw));
+        if uses("predicate") {
+            ctx.add_variable_from_value("predicate", statement::to_cel(&st.predicate));
+        }
+        if uses("statement") {
+            ctx.add_variable_from_value("statement", statement::to_cel(&st.raw));
+        }
         ctx.add_variable_from_value("now", cel_time(now));
         for (j, c) in a.conditions.iter().enumerate() {
             let n = j + 1;

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use sigstore_verify::crypto::{KeyAlgorithm, SigningScheme, verify_signature};
 use sigstore_verify::types::{
     ArtifactDigest, Bundle, DerPublicKey, DsseEnvelope, HashAlgorithm, Sha256Hash, Sha512Hash,
-    SignatureBytes, SignatureContent, Statement,
+    SignatureBytes, SignatureContent,
 };
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult};
 
@@ -234,8 +234,8 @@ pub fn claimed_subject(evidence: &Evidence) -> Result<Digest, String> {
             statement
                 .subject
                 .iter()
-                .find_map(|s| s.digest.sha256.as_ref())
-                .and_then(|h| format!("sha256:{}", h.to_hex()).parse().ok())
+                .find_map(|s| s.digest.sha256.as_deref())
+                .and_then(|h| format!("sha256:{h}").parse().ok())
                 .ok_or_else(|| "the statement names no sha256 subject".to_owned())
         }
         Evidence::Bundle { .. } => Err("a bundle's subject is named by its manifest".to_owned()),
@@ -270,7 +270,27 @@ fn envelope(json: &[u8]) -> Result<DsseEnvelope, String> {
     serde_json::from_slice(json).map_err(|e| format!("not a DSSE envelope: {e}"))
 }
 
-fn statement(payload: &[u8]) -> Result<Statement, String> {
+/// What is read from an in-toto statement before its signature is checked:
+/// the predicate type and the subjects' sha256 digests, never the predicate
+/// (which can be megabytes; [`super::statement`] reads it once verified).
+#[derive(serde::Deserialize)]
+struct StatementHead {
+    #[serde(rename = "predicateType")]
+    predicate_type: String,
+    subject: Vec<SubjectHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct SubjectHead {
+    digest: DigestHead,
+}
+
+#[derive(serde::Deserialize)]
+struct DigestHead {
+    sha256: Option<String>,
+}
+
+fn statement(payload: &[u8]) -> Result<StatementHead, String> {
     serde_json::from_slice(payload)
         .map_err(|_| "the DSSE payload is not an in-toto statement".to_owned())
 }
@@ -352,8 +372,8 @@ fn signed(evidence: &Evidence, subject: &Digest, purpose: Purpose) -> Result<Sig
             let names_subject = statement
                 .subject
                 .iter()
-                .filter_map(|s| s.digest.sha256.as_ref())
-                .any(|h| h.to_hex() == subject.hex());
+                .filter_map(|s| s.digest.sha256.as_deref())
+                .any(|h| h == subject.hex());
             if !names_subject {
                 return Err("the statement is about another subject".into());
             }
