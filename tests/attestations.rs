@@ -438,6 +438,11 @@ max_age = "1h"
         let r = pull(&p, repo, "v1");
         assert_eq!(r.status, 200, "{repo}: {}", body(&r));
     }
+    // `cosign verify-attestation` through portcullis reads the `.att`: it is
+    // served as an artifact, signed by the attestation's own signer.
+    let att_tag = format!("{}.att", oci_push::digest_tag(digest));
+    let r = pull(&p, "b/junk-bundle", &att_tag);
+    assert_eq!(r.status, 200, "{}", body(&r));
     let m = refusal(&pull(&p, "b/junk-only", "v1"));
     assert!(
         m.contains("attestation \"sbom\" (https://cyclonedx.org/bom): none found ("),

@@ -7,8 +7,9 @@
 //! says), so an artifact passes only when **every** layer parses as the
 //! payload its kind claims (simple-signing JSON, a DSSE envelope, a Sigstore
 //! bundle) and carries a signature that verifies, for the subject it names,
-//! by a signer of a rule that governs this repository: the rule its
-//! reference matches, and any rule whose `signature_repository` it is. A
+//! by a signer of a rule that governs this repository (the rule's signers, or
+//! those its attestation requirements name): the rule its reference
+//! matches, and any rule whose `signature_repository` it is. A
 //! layer that is absent, too large, unparsable, unsigned or signed by
 //! anyone else fails the whole artifact, which is then gated like an image.
 //! This module must not cache anything.
@@ -21,18 +22,18 @@ use super::{Verification, discover, image};
 use crate::digest::Digest;
 use crate::manifest::Manifest;
 use crate::media::ArtifactLayer;
-use crate::policy::Policy;
+use crate::policy::{Policy, SignerSet};
 use crate::router::Target;
 
 /// Layers checked in one artifact, at most.
 pub const MAX_LAYERS: usize = discover::MAX_SIGNATURE_LAYERS;
 
 /// Verify every layer of `manifest` (claiming to be `kind`) against the
-/// signers of `rules` (indexes into `policy.rules`).
+/// signer lists `sets` (see [`Policy::artifact_signers`]).
 pub async fn verify(
     source: &dyn Source,
     policy: &Arc<Policy>,
-    rules: &[usize],
+    sets: &[SignerSet],
     target: &Target,
     manifest: &Manifest,
     kind: ArtifactLayer,
@@ -86,10 +87,10 @@ pub async fn verify(
         };
         let mut why = Vec::new();
         let mut verified = None;
-        for &rule in rules {
+        for &set in sets {
             let checked = match image::check_off_thread(
                 policy,
-                rule,
+                set,
                 vec![evidence.clone()],
                 &subject,
                 Purpose::Attachment,
@@ -100,7 +101,7 @@ pub async fn verify(
                 Err(e) => return failed(format!("verification failed to run: {e}"), i),
             };
             if let Some((signer, identity)) = checked.matched.first() {
-                let described = policy.rules[rule].signers[*signer].describe();
+                let described = policy.signers(set)[*signer].describe();
                 verified = Some(if described.starts_with("key ") {
                     described
                 } else {

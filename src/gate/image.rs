@@ -15,7 +15,7 @@ use super::verify::{self, Purpose, Tally};
 use super::{Verification, discover};
 use crate::digest::Digest;
 use crate::media::ArtifactLayer;
-use crate::policy::Policy;
+use crate::policy::{Policy, SignerSet};
 use crate::router::Target;
 
 #[derive(Clone, Copy)]
@@ -67,7 +67,9 @@ pub async fn verify(
             );
         }
         let fresh: Vec<discover::Evidence> = found.evidence[before..].to_vec();
-        match check_off_thread(policy, rule, fresh, digest, Purpose::Signature).await {
+        match check_off_thread(policy, SignerSet::Rule(rule), fresh, digest, Purpose::Signature)
+            .await
+        {
             Ok(checked) => checked
                 .into_iter()
                 .for_each(|c| tally.add(&policy.rules[rule].signers, c)),
@@ -95,11 +97,11 @@ pub async fn verify(
     )
 }
 
-/// Check evidence about `subject` against rule number `rule`'s signers on the
+/// Check evidence about `subject` against the signers of `set` on the
 /// blocking pool: cryptography is CPU work.
 pub(super) async fn check_off_thread(
     policy: &Arc<Policy>,
-    rule: usize,
+    set: SignerSet,
     evidence: Vec<discover::Evidence>,
     subject: &Digest,
     purpose: Purpose,
@@ -109,7 +111,7 @@ pub(super) async fn check_off_thread(
     }
     let (p, d) = (policy.clone(), subject.clone());
     tokio::task::spawn_blocking(move || {
-        let signers = &p.rules[rule].signers;
+        let signers = p.signers(set);
         evidence
             .iter()
             .map(|e| verify::check(e, &d, signers, purpose))

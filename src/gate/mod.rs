@@ -547,15 +547,15 @@ impl Gate {
         manifest: &Manifest,
         kind: crate::media::ArtifactLayer,
     ) -> Option<Verification> {
-        let rules = policy.artifact_rules(&target.reference());
-        if rules.is_empty() {
+        let sets = policy.artifact_signers(&target.reference());
+        if sets.is_empty() {
             return None;
         }
         let key = verdict_key(policy, "artifact", target, &manifest.digest);
         if let Some(v) = self.cached(&key) {
             return Some(v);
         }
-        let fresh = artifact::verify(&*self.source, policy, &rules, target, manifest, kind).await;
+        let fresh = artifact::verify(&*self.source, policy, &sets, target, manifest, kind).await;
         let ttl = match &fresh {
             Verification::Failed { .. } => policy.failure_ttl,
             _ => policy.verdict_ttl,

@@ -185,6 +185,14 @@ impl Signer {
     }
 }
 
+/// A list of signers in a policy: a rule's (by index), or the own list of
+/// one of its attestation requirements (rule, attestation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignerSet {
+    Rule(usize),
+    Attestation(usize, usize),
+}
+
 /// One `[[rule]]`.
 #[derive(Debug)]
 pub struct Rule {
@@ -261,10 +269,38 @@ impl Policy {
         self.rules.iter().find(|r| r.matches(reference))
     }
 
+    /// The signers of a [`SignerSet`].
+    pub fn signers(&self, set: SignerSet) -> &[Signer] {
+        match set {
+            SignerSet::Rule(r) => &self.rules[r].signers,
+            SignerSet::Attestation(r, a) => {
+                self.rules[r].attestations[a].signers(&self.rules[r].signers)
+            }
+        }
+    }
+
+    /// The signer lists that vouch for signature and attestation artifacts
+    /// stored in `reference`: those of [`Policy::artifact_rules`], each
+    /// rule's own and then its attestations' own (empty lists left out).
+    pub fn artifact_signers(&self, reference: &str) -> Vec<SignerSet> {
+        self.artifact_rules(reference)
+            .into_iter()
+            .flat_map(|r| {
+                let rule = &self.rules[r];
+                std::iter::once(SignerSet::Rule(r)).chain(
+                    (0..rule.attestations.len())
+                        .filter(|&a| rule.attestations[a].signers.is_some())
+                        .map(move |a| SignerSet::Attestation(r, a)),
+                )
+            })
+            .filter(|&set| !self.signers(set).is_empty())
+            .collect()
+    }
+
     /// The rules whose signers vouch for signature artifacts stored in
     /// `reference`: the rule it matches, then every rule whose
     /// `signature_repository` it is (indexes into `rules`, rules with
-    /// signers only).
+    /// signers of their own or of their attestations only).
     pub fn artifact_rules(&self, reference: &str) -> Vec<usize> {
         let own = self.rules.iter().position(|r| r.matches(reference));
         own.into_iter()
@@ -275,7 +311,10 @@ impl Policy {
                     .filter(|(_, r)| r.signature_repository.as_deref() == Some(reference))
                     .map(|(i, _)| i),
             )
-            .filter(|&i| !self.rules[i].signers.is_empty())
+            .filter(|&i| {
+                let r = &self.rules[i];
+                !r.signers.is_empty() || r.attestations.iter().any(|a| a.signers.is_some())
+            })
             .fold(Vec::new(), |mut v, i| {
                 if !v.contains(&i) {
                     v.push(i);
