@@ -704,3 +704,50 @@ fn an_index_whose_attestations_pass_covers_its_children_unless_per_platform() {
     );
     assert_eq!(pull(&p, "test/multi", &child).status, 200);
 }
+
+#[test]
+fn attestations_are_found_in_the_rules_signature_repository() {
+    let (reg, img) = one_image();
+    let host = reg.host();
+    let digest = img.top_digest();
+    let key = CosignKey::p256();
+    // Signature and SBOM live in registry.test/sigs, not beside the image.
+    copy_image(&host, &img, "sigs", "placeholder").unwrap();
+    sign(&host, "sigs", digest, &key);
+    let sbom = cyclonedx(&["musl"], &ago(hours(1)));
+    push_att(
+        &host,
+        "sigs",
+        digest,
+        &[keyed(&key, digest, CYCLONEDX, &sbom)],
+    )
+    .unwrap();
+    let rules = "[[rule]]\nname = \"elsewhere\"\nimages = [\"registry.test/test/**\"]\nsigners = [{ key = \"release\" }]\nsignature_repository = \"registry.test/sigs\"\n[[rule.attestations]]\nname = \"sbom\"\ntype = \"cyclonedx\"\n";
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        rules,
+        "",
+        false,
+    );
+    assert_served(&pull(&p, "test/img", "v1"), &img);
+    // Another image signed in registry.test/sigs, its SBOM beside it only:
+    // not looked at.
+    let other =
+        support::images::push_image(&host, "test/other:v1", "linux", "amd64", &[2048], None)
+            .unwrap();
+    let other_digest = other.top_digest();
+    sign(&host, "sigs", other_digest, &key);
+    push_att(
+        &host,
+        "test/other",
+        other_digest,
+        &[keyed(&key, other_digest, CYCLONEDX, &sbom)],
+    )
+    .unwrap();
+    let m = refusal(&pull(&p, "test/other", "v1"));
+    assert!(
+        m.contains("attestation \"sbom\" (https://cyclonedx.org/bom): none found"),
+        "{m}"
+    );
+}

@@ -67,8 +67,14 @@ pub async fn verify(
             );
         }
         let fresh: Vec<discover::Evidence> = found.evidence[before..].to_vec();
-        match check_off_thread(policy, SignerSet::Rule(rule), fresh, digest, Purpose::Signature)
-            .await
+        match check_off_thread(
+            policy,
+            SignerSet::Rule(rule),
+            fresh,
+            digest,
+            Purpose::Signature,
+        )
+        .await
         {
             Ok(checked) => checked
                 .into_iter()
