@@ -70,12 +70,15 @@ impl Blob {
                     VerifyRead {
                         digest,
                         on_corrupt: Box::new(move || {
-                            tracing::error!(digest = %d, "a cached blob does not match its digest (disk corruption?); the response was cut and the object removed");
-                            cache.0.metrics.corrupt_objects(1);
+                            // Removed first, then reported: once the log line
+                            // or the count is seen, the next request fetches
+                            // it again.
                             tokio::spawn(async move {
                                 if let Err(e) = cache.quarantine(&d).await {
                                     tracing::error!(error = %crate::error::chain(&e), "removing a corrupt object failed");
                                 }
+                                tracing::error!(digest = %d, "a cached blob does not match its digest (disk corruption?); the response was cut and the object removed");
+                                cache.0.metrics.corrupt_objects(1);
                             });
                         }),
                     }
