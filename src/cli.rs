@@ -1,6 +1,7 @@
 //! The command line: `portcullis serve [--config FILE]`,
-//! `portcullis check-config FILE`, `portcullis verify [--config FILE] IMAGE`
-//! and `portcullis fsck [--config FILE]`.
+//! `portcullis check-config FILE`, `portcullis verify [--config FILE] IMAGE`,
+//! `portcullis fsck [--config FILE]`, and `portcullis export` / `import`
+//! for air-gapped sites.
 //!
 //! Owns argument parsing, exit codes and the process's runtime. Configuration
 //! errors are printed with their whole cause chain, naming the key. This
@@ -12,15 +13,16 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::cache::scratch::{Scratch, ScratchError};
 use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
 use crate::error::chain;
-use crate::gate::{Decision, Gate, GateParts};
+use crate::gate::{Decision, Gate};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 use crate::reference::Reference;
 use crate::router::{RouteError, Router};
-use crate::upstream::{UpstreamError, Upstreams};
+use crate::upstream::Upstreams;
 use crate::{server, telemetry};
 
 /// Why `portcullis verify` could not reach a decision.
@@ -32,10 +34,8 @@ enum VerifyError {
     Policy(#[source] PolicyError),
     #[error("invalid image reference")]
     Image(#[source] RouteError),
-    #[error("cannot set up upstream clients")]
-    Upstream(#[source] UpstreamError),
-    #[error("cannot prepare a scratch cache in {0}")]
-    Scratch(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Scratch(ScratchError),
     #[error("cannot fetch the image's manifest")]
     Fetch(#[source] CacheError),
 }
@@ -77,6 +77,36 @@ enum Command {
     Fsck {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Export images, with their signatures, attestations and referrers,
+    /// into an OCI image layout for an air-gapped site. An image the policy
+    /// refuses is not exported (exit 1) unless `--unverified`.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The layout directory to write (created if absent).
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: PathBuf,
+        /// Only these platforms of multi-arch images (`os/arch[/variant]`).
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Vec<String>,
+        /// Export images the policy refuses (they are still refused when served).
+        #[arg(long)]
+        unverified: bool,
+        /// A file with one image per line (`#` starts a comment).
+        #[arg(long, value_name = "LIST")]
+        images_from: Option<PathBuf>,
+        #[arg(value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Import a layout made by `export` into the cache (the server must be
+    /// stopped). Exit 0 when every image was imported, 1 when the layout
+    /// holds bad content (nothing of that image is served), 2 on errors.
+    Import {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
     },
     /// Run the policy against an image through the configured upstreams.
     /// Exit 0 when it would be served, 1 when refused, 2 on errors.
@@ -180,6 +210,102 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Export {
+            config,
+            output,
+            platform,
+            unverified,
+            images_from,
+            images,
+        } => {
+            let (config, runtime) = match config_and_runtime(config.as_ref()) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let mut images = images;
+            if let Some(list) = images_from {
+                match std::fs::read_to_string(&list) {
+                    Ok(text) => images.extend(
+                        text.lines()
+                            .map(|l| l.split('#').next().unwrap_or("").trim())
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_owned),
+                    ),
+                    Err(e) => {
+                        eprintln!("portcullis: cannot read {}: {e}", list.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if images.is_empty() {
+                eprintln!("portcullis: name at least one image, or --images-from LIST");
+                return ExitCode::from(2);
+            }
+            let opts = crate::airgap::export::Options {
+                out: output,
+                platforms: platform,
+                unverified,
+                images,
+            };
+            match runtime.block_on(crate::airgap::export::export(&config, &opts)) {
+                Ok(report) => {
+                    for (image, digest) in &report.exported {
+                        let note = if report.unverified.contains(image) {
+                            " (UNVERIFIED: the policy refuses it; it will be refused when served)"
+                        } else {
+                            ""
+                        };
+                        println!("exported {image} {digest}{note}");
+                    }
+                    for (image, why) in &report.refused {
+                        if !report.unverified.contains(image) {
+                            eprintln!("portcullis: not exported: {image}: {why}");
+                        }
+                    }
+                    println!(
+                        "{} images, {} objects, {} bytes in {}",
+                        report.exported.len(),
+                        report.objects,
+                        report.bytes,
+                        opts.out.display()
+                    );
+                    if report.refused.len() > report.unverified.len() {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Import { config, path } => {
+            let (config, runtime) = match config_and_runtime(config.as_ref()) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match runtime.block_on(crate::airgap::import::import(&config, &path)) {
+                Ok(report) => {
+                    for (image, copied, skipped) in &report.images {
+                        println!(
+                            "imported {image}: {copied} objects copied, {skipped} already cached"
+                        );
+                    }
+                    println!(
+                        "{} images, {} bytes copied",
+                        report.images.len(),
+                        report.bytes
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    ExitCode::from(if e.is_bad_content() { 1 } else { 2 })
+                }
+            }
+        }
         Command::Fsck { config } => {
             let (config, runtime) = match config_and_runtime(config.as_ref()) {
                 Ok(x) => x,
@@ -257,50 +383,30 @@ async fn verify(config: &Config, image: &str) -> Result<Decision, VerifyError> {
     let (target, reference) = router.resolve_image(image).map_err(VerifyError::Image)?;
     let reference =
         reference.unwrap_or_else(|| Reference::Tag("latest".parse().expect("a valid tag")));
-    let scratch = std::env::temp_dir().join(format!(
-        "portcullis-verify-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::create_dir_all(&scratch).map_err(|e| VerifyError::Scratch(scratch.clone(), e))?;
-    let result = async {
-        let scratch_config = Config {
-            data_dir: scratch.clone(),
-            offline: false,
-            ..config.clone()
-        };
-        let metrics = Metrics::new();
-        let upstreams = Upstreams::new(&config.upstreams, &metrics, &crate::clock::Clock::system())
-            .map_err(VerifyError::Upstream)?;
-        let cache = Cache::open(
-            &scratch_config,
-            upstreams,
-            metrics.clone(),
-            crate::clock::Clock::system(),
-        )
+    let clock = crate::clock::Clock::system();
+    let scratch = Scratch::open(config, "verify", &clock)
         .await
-        .map_err(VerifyError::Fetch)?;
-        let (manifest, _) = cache
+        .map_err(VerifyError::Scratch)?;
+    let result = async {
+        let (manifest, _) = scratch
+            .cache
             .manifest(&target, &reference)
             .await
             .map_err(VerifyError::Fetch)?;
-        let _ = tokio::task::spawn_blocking(crate::gate::build_id).await;
-        let gate = Gate::new(GateParts {
+        let gate = Gate::over_cache(
             policy,
-            policy_path: path.to_owned(),
-            upstreams: config.upstreams.clone(),
-            source: Arc::new(cache.clone()),
-            verdicts: Arc::new(cache),
-            router: router.clone(),
-            metrics,
-            clock: crate::clock::Clock::system(),
-        });
+            path,
+            config,
+            &scratch.cache,
+            router.clone(),
+            scratch.metrics.clone(),
+            clock.clone(),
+        )
+        .await;
         Ok(gate.check(&target, &reference, &manifest).await)
     }
     .await;
-    let _ = std::fs::remove_dir_all(&scratch);
+    scratch.close().await;
     result
 }
 

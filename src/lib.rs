@@ -11,6 +11,7 @@
 //! [`media`], [`clock`], [`metrics`], [`telemetry`], and
 //! [`error`], the one place errors become responses.
 
+pub mod airgap;
 pub mod api;
 pub mod cache;
 pub mod cli;

@@ -191,6 +191,14 @@ impl Parsed {
         matches!(self.body, Body::Index { .. })
     }
 
+    /// The blobs an image needs (its config, then its layers; none for an index).
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        match &self.body {
+            Body::Image { config, layers } => std::iter::once(config).chain(layers).collect(),
+            Body::Index { .. } => Vec::new(),
+        }
+    }
+
     /// An image's layers (none for an index).
     pub fn layers(&self) -> &[Descriptor] {
         match &self.body {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::attest::*;
 use support::gate::*;
-use support::oci_push::{self, Descriptor, Junk, copy_image, push_bundle_referrer, push_sig};
+use support::oci_push::{self, Descriptor, Junk, copy_image, push_bundle_referrer};
 use support::portcullis::InProcess;
 use support::signing::{
     BundleSigner, CosignKey, LeafOptions, SigLayer, Sigstore, cosign_sign_statement,
@@ -74,12 +74,6 @@ fn good_attestations(key: &CosignKey, digest: &str) -> Vec<SigLayer> {
             &slsa_v1("refs/heads/main", &ago(hours(2))),
         ),
     ]
-}
-
-fn sign(host: &str, repo: &str, digest: &str, key: &CosignKey) {
-    let payload =
-        support::signing::simple_signing_payload(&format!("registry.test/{repo}"), digest);
-    push_sig(host, repo, digest, &[key.sign_layer(&payload)]).unwrap();
 }
 
 fn refusal(r: &support::HttpResponse) -> String {
@@ -208,7 +202,7 @@ fn signed_sbom_scan_and_provenance_are_required_and_each_failure_is_named() {
     for (repo, signed, layers) in &cases {
         copy_image(&host, &img, repo, "v1").unwrap();
         if *signed {
-            sign(&host, repo, digest, &key);
+            sign_image(&host, repo, digest, &key);
         }
         push_att(&host, repo, digest, layers).unwrap();
     }
@@ -386,7 +380,7 @@ fn bundles_keyless_and_junk_in_one_format_never_mask_the_other() {
     // predicate states none; a keyed `.att` without a log entry is not.
     for repo in ["c/bundle", "c/att"] {
         copy_image(&host, &img, repo, "v1").unwrap();
-        sign(&host, repo, digest, &key);
+        sign_image(&host, repo, digest, &key);
     }
     let custom = statement(digest, CUSTOM, &json!({"data": "tested", "timestamp": ""}));
     let bundle = sigstore.dsse_bundle(BundleSigner::Key(&key), &custom);
@@ -467,7 +461,7 @@ fn a_verdict_expires_as_its_scan_ages_without_a_policy_change() {
     let host = reg.host();
     let digest = img.top_digest();
     let key = CosignKey::p256();
-    sign(&host, "test/img", digest, &key);
+    sign_image(&host, "test/img", digest, &key);
     let scan = keyed(
         &key,
         digest,
@@ -525,12 +519,12 @@ fn warn_rules_serve_with_a_warning_and_the_caps_bound_the_work() {
     let key = CosignKey::p256();
     // Warn: no SBOM, served with a warning naming the requirement.
     copy_image(&host, &img, "w/app", "v1").unwrap();
-    sign(&host, "w/app", digest, &key);
+    sign_image(&host, "w/app", digest, &key);
     let good = good_attestations(&key, digest);
     push_att(&host, "w/app", digest, &good[1..]).unwrap();
     // More envelopes than max_attestations: the valid one is never read.
     copy_image(&host, &img, "d/many", "v1").unwrap();
-    sign(&host, "d/many", digest, &key);
+    sign_image(&host, "d/many", digest, &key);
     let spare = keyed(&key, digest, SPDX, &spdx(&["musl"], &ago(hours(1))));
     push_att(
         &host,
@@ -541,7 +535,7 @@ fn warn_rules_serve_with_a_warning_and_the_caps_bound_the_work() {
     .unwrap();
     // An SBOM larger than max_attestation_size.
     copy_image(&host, &img, "d/big", "v1").unwrap();
-    sign(&host, "d/big", digest, &key);
+    sign_image(&host, "d/big", digest, &key);
     let names: Vec<String> = (0..200).map(|i| format!("package-{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let big = keyed(&key, digest, CYCLONEDX, &cyclonedx(&names, &ago(hours(1))));
@@ -590,7 +584,7 @@ fn every_key_type_attests_and_a_threshold_needs_distinct_signers() {
     for (key, kind) in keys.iter().zip(support::signing::KeyKind::ALL) {
         let repo = format!("k/{}", kind.name());
         copy_image(&host, &img, &repo, "v1").unwrap();
-        sign(&host, &repo, digest, &release);
+        sign_image(&host, &repo, digest, &release);
         push_att(
             &host,
             &repo,
@@ -607,7 +601,7 @@ fn every_key_type_attests_and_a_threshold_needs_distinct_signers() {
         ("t/two", vec![0, 1]),
     ] {
         copy_image(&host, &img, repo, "v1").unwrap();
-        sign(&host, repo, digest, &release);
+        sign_image(&host, repo, digest, &release);
         let layers: Vec<SigLayer> = by
             .iter()
             .map(|&i| keyed(&keys[i], digest, CYCLONEDX, &sbom))
@@ -648,7 +642,7 @@ fn an_index_whose_attestations_pass_covers_its_children_unless_per_platform() {
     let index = img.top_digest().to_owned();
     let child = img.manifests[0].digest.clone();
     let key = CosignKey::p256();
-    sign(&host, "test/multi", &index, &key);
+    sign_image(&host, "test/multi", &index, &key);
     let sbom = cyclonedx(&["musl"], &ago(hours(1)));
     push_att(
         &host,
@@ -681,7 +675,7 @@ fn an_index_whose_attestations_pass_covers_its_children_unless_per_platform() {
     );
     assert_eq!(pull(&p, "test/multi", "v1").status, 200);
     // The child is signed, but its attestations are looked up on its own digest.
-    sign(&host, "test/multi", &child, &key);
+    sign_image(&host, "test/multi", &child, &key);
     let m = refusal(&pull(&p, "test/multi", &child));
     assert!(
         m.contains("attestation \"sbom\" (https://cyclonedx.org/bom): none found"),
@@ -713,7 +707,7 @@ fn attestations_are_found_in_the_rules_signature_repository() {
     let key = CosignKey::p256();
     // Signature and SBOM live in registry.test/sigs, not beside the image.
     copy_image(&host, &img, "sigs", "placeholder").unwrap();
-    sign(&host, "sigs", digest, &key);
+    sign_image(&host, "sigs", digest, &key);
     let sbom = cyclonedx(&["musl"], &ago(hours(1)));
     push_att(
         &host,
@@ -737,7 +731,7 @@ fn attestations_are_found_in_the_rules_signature_repository() {
         support::images::push_image(&host, "test/other:v1", "linux", "amd64", &[2048], None)
             .unwrap();
     let other_digest = other.top_digest();
-    sign(&host, "sigs", other_digest, &key);
+    sign_image(&host, "sigs", other_digest, &key);
     push_att(
         &host,
         "test/other",

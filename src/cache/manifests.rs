@@ -122,7 +122,7 @@ impl Cache {
             .is_ok_and(|age| age < self.0.tag_ttl)
     }
 
-    fn has_manifest(&self, digest: &Digest) -> bool {
+    pub(super) fn has_manifest(&self, digest: &Digest) -> bool {
         self.0
             .index
             .get(digest)

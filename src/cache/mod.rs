@@ -18,10 +18,12 @@ mod evict;
 pub mod fill;
 pub mod flight;
 pub mod hot;
+mod imports;
 pub mod index;
 pub mod lists;
 mod locks;
 pub mod manifests;
+pub mod scratch;
 pub mod scrub;
 
 use std::collections::HashMap;

@@ -299,6 +299,31 @@ pub struct GateParts {
 }
 
 impl Gate {
+    /// The gate the server and the commands use: `policy` (loaded from
+    /// `policy_path`) over `cache` for both registry content and verdicts.
+    /// Computes the build's identity first (it reads the executable).
+    pub async fn over_cache(
+        policy: Policy,
+        policy_path: &std::path::Path,
+        config: &crate::config::Config,
+        cache: &crate::cache::Cache,
+        router: Arc<Router>,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Gate {
+        let _ = tokio::task::spawn_blocking(build_id).await;
+        Gate::new(GateParts {
+            policy,
+            policy_path: policy_path.to_owned(),
+            upstreams: config.upstreams.clone(),
+            source: Arc::new(cache.clone()),
+            verdicts: Arc::new(cache.clone()),
+            router,
+            metrics,
+            clock,
+        })
+    }
+
     pub fn new(parts: GateParts) -> Gate {
         Gate {
             policy: RwLock::new(Arc::new(parts.policy)),

@@ -35,7 +35,7 @@ use crate::api::{App, Body};
 use crate::cache::{Cache, CacheError};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::gate::{Gate, GateParts};
+use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::upstream::{UpstreamError, Upstreams};
@@ -147,18 +147,18 @@ pub async fn bind_with(config: &Config, clock: Clock) -> Result<Bound, ServerErr
                 rules = policy.rules.len(),
                 "policy loaded"
             );
-            // The build's identity keys verdicts; it reads the executable.
-            let _ = tokio::task::spawn_blocking(crate::gate::build_id).await;
-            let gate = Arc::new(Gate::new(GateParts {
-                policy,
-                policy_path: path.clone(),
-                upstreams: config.upstreams.clone(),
-                source: Arc::new(cache.clone()),
-                verdicts: Arc::new(cache.clone()),
-                router: router.clone(),
-                metrics: metrics.clone(),
-                clock: clock.clone(),
-            }));
+            let gate = Arc::new(
+                Gate::over_cache(
+                    policy,
+                    path,
+                    config,
+                    &cache,
+                    router.clone(),
+                    metrics.clone(),
+                    clock.clone(),
+                )
+                .await,
+            );
             crate::gate::spawn_reloader(gate.clone());
             Some(gate)
         }

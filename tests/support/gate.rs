@@ -147,3 +147,9 @@ pub fn assert_refused(r: &HttpResponse, reference: &str, rule: &str, reason: &st
 pub fn one_image() -> (Registry, TestImage) {
     registry_with_image("test/img:v1", &[KIB])
 }
+
+/// Push a legacy `.sig` for `digest` in `registry.test/<repo>`, signed by `key`.
+pub fn sign_image(host: &str, repo: &str, digest: &str, key: &CosignKey) {
+    let payload = simple_signing_payload(&format!("registry.test/{repo}"), digest);
+    super::oci_push::push_sig(host, repo, digest, &[key.sign_layer(&payload)]).unwrap();
+}

@@ -1,0 +1,13 @@
+//! Air-gapped sites: carrying images across the gap with everything the
+//! gate needs to decide on them offline.
+//!
+//! [`layout`] is the one model of the OCI image layout portcullis writes
+//! and reads; [`export`] fills one from the configured upstreams, after
+//! the policy has decided; [`import`] checks every object of one into the
+//! cache. At serve time nothing changes: an imported image passes the gate
+//! only if its signatures and attestations verify offline. This module
+//! must not serve anything.
+
+pub mod export;
+pub mod import;
+pub mod layout;
