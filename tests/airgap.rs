@@ -9,9 +9,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use support::attest::*;
+use support::containerd::Containerd;
 use support::gate::*;
 use support::images::{push_multiarch, skopeo_copy_to_dir, skopeo_inspect_raw};
 use support::oci_push::{Descriptor, copy_image, push_bundle_referrer};
+use support::podman::Podman;
 use support::portcullis::Portcullis;
 use support::registry::Registry;
 use support::signing::{BundleSigner, CosignKey, Sigstore};
@@ -202,6 +204,31 @@ fn an_export_carries_signatures_and_attestations_to_an_offline_instance() {
     )
     .unwrap();
     assert_eq!(all.manifest_digest, site.multi.top_digest());
+    // The node runtimes, through their mirror configuration.
+    let m = offline.host();
+    let node = Containerd::start().unwrap();
+    node.set_hosts(
+        "registry.test",
+        &format!("server = \"http://{m}\"\n\n[host.\"http://{m}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    )
+    .unwrap();
+    node.pull("registry.test/test/img:v1", &[]).unwrap();
+    assert_eq!(node.check("registry.test/test/img:v1").unwrap(), {
+        let n = site.img.manifests[0].layers.len() + 1;
+        (format!("complete ({n}/{n})"), "true".into())
+    });
+    let podman = Podman::new(&format!(
+        "[[registry]]\nprefix = \"registry.test\"\nlocation = \"registry.test\"\n\n[[registry.mirror]]\nlocation = \"{m}/registry.test\"\ninsecure = true\n"
+    ))
+    .unwrap();
+    podman
+        .pull(
+            "registry.test/test/multi:v1",
+            &["--platform", "linux/arm64"],
+        )
+        .unwrap();
+    let inspected = podman.inspect("registry.test/test/multi:v1").unwrap();
+    assert_eq!(inspected["Architecture"], "arm64");
     // The referrers (the provenance bundle) are answered offline too.
     let r = support::http_get(
         &format!(
