@@ -359,9 +359,12 @@ pub fn main() -> ExitCode {
                 Err(code) => return code,
             };
             runtime.block_on(async move {
+                // Signals are handled from here on: one that arrives while
+                // binding shuts the server down as soon as it runs.
+                let shutdown = server::shutdown_signal();
                 match server::bind(&config).await {
                     Ok(bound) => {
-                        bound.run(server::shutdown_signal()).await;
+                        bound.run(shutdown).await;
                         ExitCode::SUCCESS
                     }
                     Err(e) => {

@@ -366,3 +366,68 @@ fn a_damaged_layout_is_refused_at_import_and_serves_nothing_of_that_image() {
         );
     }
 }
+
+#[test]
+fn a_tar_export_round_trips_and_a_hostile_archive_is_refused() {
+    let site = site();
+    let online = site.online("");
+    let config = online.config_dir().join("portcullis.toml");
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("release.tar");
+    let o = portcullis(
+        &[
+            "export",
+            "-o",
+            tar.to_str().unwrap(),
+            "registry.test/test/img:v1",
+        ],
+        &config,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(tar.is_file());
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the archive is left: {left:?}");
+    // tar(1) reads it, and so does skopeo once unpacked.
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        listing.contains("index.json") && listing.contains("blobs/sha256/"),
+        "{listing}"
+    );
+
+    let reg_url = site.reg.url();
+    drop(site.reg);
+    let mut p = start_offline(&reg_url, &site.key, &site.sigstore, "offline = true");
+    let c = p.config_dir().join("portcullis.toml");
+    stop(&mut p);
+    // An archive with a path outside the layout is refused before anything is written.
+    let evil = out.path().join("evil.tar");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x"), b"x").unwrap();
+    let made = Command::new("tar")
+        .arg("-cf")
+        .arg(&evil)
+        .arg("-C")
+        .arg(dir.path())
+        .arg("--transform=s,^,../,")
+        .arg("x")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let o = portcullis(&["import", evil.to_str().unwrap()], &c);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not a file an image layout holds"),
+        "{}",
+        text(&o)
+    );
+    let o = portcullis(&["import", tar.to_str().unwrap()], &c);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    p.restart().unwrap();
+    let r = pull(&p, "test/img", "v1");
+    assert_served(&r, &site.img);
+}

@@ -9,7 +9,9 @@
 //! evidence the policy looks at for each manifest: the legacy `.sig` and
 //! `.att` tags and every referrer (bundles, SBOMs, attestations), in the
 //! rule's `signature_repository` when it names one. Blobs are streamed to
-//! disk and checked against their digest on the way. This module must not
+//! disk and checked against their digest on the way. A PATH ending in `.tar`
+//! gets the layout as one archive ([`super::tarball`]), packed from a
+//! layout directory written beside it and then removed. This module must not
 //! serve anything.
 
 use std::collections::HashSet;
@@ -197,9 +199,18 @@ pub async fn export(config: &Config, opts: &Options) -> Result<Report, ExportErr
             ),
             _ => None,
         };
-        let layout = LayoutDir::create(&opts.out)
+        // A `.tar` is written from a fresh layout directory beside it.
+        let tar = opts.out.extension().is_some_and(|e| e == "tar");
+        let dir = if tar {
+            let dir = opts.out.with_extension("tar.layout");
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            dir
+        } else {
+            opts.out.clone()
+        };
+        let layout = LayoutDir::create(&dir)
             .await
-            .map_err(|e| ExportError::Finish(opts.out.clone(), e))?;
+            .map_err(|e| ExportError::Finish(dir.clone(), e))?;
         let exporter = Exporter {
             cache: scratch.cache.clone(),
             gate,
@@ -207,7 +218,26 @@ pub async fn export(config: &Config, opts: &Options) -> Result<Report, ExportErr
             layout,
             platforms,
         };
-        exporter.run(opts).await
+        let report = exporter.run(opts).await;
+        if !tar {
+            return report;
+        }
+        let packed = match report {
+            Ok(r) => {
+                let (d, out) = (dir.clone(), opts.out.clone());
+                match tokio::task::spawn_blocking(move || super::tarball::pack(&d, &out)).await {
+                    Ok(Ok(())) => Ok(r),
+                    Ok(Err(e)) => Err(ExportError::Finish(opts.out.clone(), e)),
+                    Err(e) => Err(ExportError::Finish(
+                        opts.out.clone(),
+                        std::io::Error::other(e),
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        packed
     }
     .await;
     scratch.close().await;

@@ -129,8 +129,37 @@ async fn read_extra(root: &Path) -> Result<Extra, ImportError> {
     Ok(extra)
 }
 
-/// Import the layout at `root` into the cache `config` names.
-pub async fn import(config: &Config, root: &Path) -> Result<Report, ImportError> {
+/// Import the layout at `path` (a directory, or a `.tar` of one) into the
+/// cache `config` names. An archive is unpacked first into a directory in
+/// `data_dir` (the same disk as the cache), removed afterwards.
+pub async fn import(config: &Config, path: &Path) -> Result<Report, ImportError> {
+    let is_file = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file());
+    if !is_file {
+        return import_dir(config, path).await;
+    }
+    let dir = config.data_dir.join(format!(
+        "import-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    let (tar, d) = (path.to_owned(), dir.clone());
+    let unpacked = tokio::task::spawn_blocking(move || super::tarball::unpack(&tar, &d))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let result = match unpacked {
+        Ok(()) => import_dir(config, &dir).await,
+        Err(why) => Err(ImportError::NotLayout {
+            path: path.to_owned(),
+            source: why.into(),
+        }),
+    };
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    result
+}
+
+async fn import_dir(config: &Config, root: &Path) -> Result<Report, ImportError> {
     let extra = read_extra(root).await?;
     let metrics = Metrics::new();
     let clock = crate::clock::Clock::system();

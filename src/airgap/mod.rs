@@ -11,3 +11,4 @@
 pub mod export;
 pub mod import;
 pub mod layout;
+pub mod tarball;
