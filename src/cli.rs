@@ -1,7 +1,7 @@
 //! The command line: `portcullis serve [--config FILE]`,
 //! `portcullis check-config FILE`, `portcullis verify [--config FILE] IMAGE`,
-//! `portcullis fsck [--config FILE]`, and `portcullis export` / `import`
-//! for air-gapped sites.
+//! `portcullis fsck [--config FILE]`, and `portcullis export` / `import` /
+//! `warm` for air-gapped sites and ahead-of-need pulls.
 //!
 //! Owns argument parsing, exit codes and the process's runtime. Configuration
 //! errors are printed with their whole cause chain, naming the key. This
@@ -93,6 +93,21 @@ enum Command {
         /// Export images the policy refuses (they are still refused when served).
         #[arg(long)]
         unverified: bool,
+        /// A file with one image per line (`#` starts a comment).
+        #[arg(long, value_name = "LIST")]
+        images_from: Option<PathBuf>,
+        #[arg(value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Pull images (every platform; the gate fetches their signatures and
+    /// attestations) into a running instance's cache ahead of need.
+    /// Exit 0 when all were warmed, 1 when the instance refused some, 2 on errors.
+    Warm {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The instance (default: the configured listener).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
         /// A file with one image per line (`#` starts a comment).
         #[arg(long, value_name = "LIST")]
         images_from: Option<PathBuf>,
@@ -218,29 +233,11 @@ pub fn main() -> ExitCode {
             images_from,
             images,
         } => {
-            let (config, runtime) = match config_and_runtime(config.as_ref()) {
-                Ok(x) => x,
-                Err(code) => return code,
-            };
-            let mut images = images;
-            if let Some(list) = images_from {
-                match std::fs::read_to_string(&list) {
-                    Ok(text) => images.extend(
-                        text.lines()
-                            .map(|l| l.split('#').next().unwrap_or("").trim())
-                            .filter(|l| !l.is_empty())
-                            .map(str::to_owned),
-                    ),
-                    Err(e) => {
-                        eprintln!("portcullis: cannot read {}: {e}", list.display());
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            if images.is_empty() {
-                eprintln!("portcullis: name at least one image, or --images-from LIST");
-                return ExitCode::from(2);
-            }
+            let (config, runtime, images) =
+                match config_runtime_images(config.as_ref(), images, images_from.as_deref()) {
+                    Ok(x) => x,
+                    Err(code) => return code,
+                };
             let opts = crate::airgap::export::Options {
                 out: output,
                 platforms: platform,
@@ -273,6 +270,44 @@ pub fn main() -> ExitCode {
                         ExitCode::from(1)
                     } else {
                         ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Warm {
+            config,
+            url,
+            images_from,
+            images,
+        } => {
+            let (config, runtime, images) =
+                match config_runtime_images(config.as_ref(), images, images_from.as_deref()) {
+                    Ok(x) => x,
+                    Err(code) => return code,
+                };
+            match runtime.block_on(crate::airgap::warm::warm(&config, url.as_deref(), &images)) {
+                Ok(report) => {
+                    for (image, digest) in &report.warmed {
+                        println!("warmed {image} {digest}");
+                    }
+                    for (image, why) in &report.refused {
+                        eprintln!("portcullis: not warmed: {image}: {why}");
+                    }
+                    println!(
+                        "{} images, {} manifests, {} blobs, {} bytes",
+                        report.warmed.len(),
+                        report.manifests,
+                        report.blobs,
+                        report.bytes
+                    );
+                    if report.refused.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
                     }
                 }
                 Err(e) => {
@@ -375,6 +410,43 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// [`config_and_runtime`] and [`image_list`], for the commands that take images.
+fn config_runtime_images(
+    path: Option<&PathBuf>,
+    images: Vec<String>,
+    list: Option<&std::path::Path>,
+) -> Result<(Config, tokio::runtime::Runtime, Vec<String>), ExitCode> {
+    let (config, runtime) = config_and_runtime(path)?;
+    Ok((config, runtime, image_list(images, list)?))
+}
+
+/// The images named on the command line, then those in `list` (one per
+/// line, `#` starts a comment); at least one.
+fn image_list(
+    mut images: Vec<String>,
+    list: Option<&std::path::Path>,
+) -> Result<Vec<String>, ExitCode> {
+    if let Some(list) = list {
+        match std::fs::read_to_string(list) {
+            Ok(text) => images.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            ),
+            Err(e) => {
+                eprintln!("portcullis: cannot read {}: {e}", list.display());
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    if images.is_empty() {
+        eprintln!("portcullis: name at least one image, or --images-from LIST");
+        return Err(ExitCode::from(2));
+    }
+    Ok(images)
 }
 
 /// Fetch `image` through the configured upstreams (into a scratch cache, so

@@ -431,3 +431,57 @@ fn a_tar_export_round_trips_and_a_hostile_archive_is_refused() {
     let r = pull(&p, "test/img", "v1");
     assert_served(&r, &site.img);
 }
+
+#[test]
+fn warm_pulls_ahead_so_the_first_node_pull_costs_no_upstream_blob_fetch() {
+    let site = site();
+    let p = site.online("");
+    let config = p.config_dir().join("portcullis.toml");
+    let url = p.url();
+    let o = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["warm", "--config"])
+        .arg(&config)
+        .args([
+            "--url",
+            &url,
+            "registry.test/test/img:v1",
+            "registry.test/test/multi:v1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "warmed registry.test/test/multi:v1 {}",
+            site.multi.top_digest()
+        )),
+        "{}",
+        text(&o)
+    );
+    site.reg.clear_requests().unwrap();
+    let pulled = skopeo_copy_to_dir(
+        &format!("docker://{}/registry.test/test/img:v1", p.host()),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(pulled.manifest_digest, site.img.manifests[0].digest);
+    skopeo_copy_to_dir(
+        &format!("docker://{}/registry.test/test/multi:v1", p.host()),
+        &["--all"],
+    )
+    .unwrap();
+    assert_eq!(site.reg.count("GET", "/blobs/"), 0, "every blob was warm");
+    // An image the policy refuses is reported, not warmed.
+    let o = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["warm", "--config"])
+        .arg(&config)
+        .args(["--url", &url, "registry.test/test/unsigned:v1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("not warmed: registry.test/test/unsigned:v1"),
+        "{}",
+        text(&o)
+    );
+}

@@ -12,3 +12,4 @@ pub mod export;
 pub mod import;
 pub mod layout;
 pub mod tarball;
+pub mod warm;
