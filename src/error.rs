@@ -126,6 +126,10 @@ pub fn render(err: &ApiError, endpoint: Option<&Endpoint>) -> Rendered {
             (StatusCode::RANGE_NOT_SATISFIABLE, Code::SizeInvalid)
         }
         ApiError::Cache(e) => cache_status(e.root(), endpoint, &mut headers),
+        ApiError::Import(e) if e.is_bad_content() => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestInvalid)
+        }
+        ApiError::Import(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Unsupported),
     };
     Rendered {
         status,

@@ -348,7 +348,7 @@ fn parse_query(query: &str) -> Result<Params, RouteError> {
 }
 
 /// Decode `application/x-www-form-urlencoded` text; `None` if malformed or not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -485,3 +485,80 @@ fn warm_pulls_ahead_so_the_first_node_pull_costs_no_upstream_blob_fetch() {
         text(&o)
     );
 }
+
+#[test]
+fn an_import_into_a_running_instance_goes_through_its_admin_listener() {
+    let site = site();
+    let online = site.online("");
+    let config = online.config_dir().join("portcullis.toml");
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+    let o = portcullis(
+        &[
+            "export",
+            "-o",
+            layout.to_str().unwrap(),
+            "registry.test/test/img:v1",
+        ],
+        &config,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let multi = out.path().join("multi");
+    let o = portcullis(
+        &[
+            "export",
+            "-o",
+            multi.to_str().unwrap(),
+            "registry.test/test/multi:v1",
+        ],
+        &config,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let reg_url = site.reg.url();
+    drop(site.reg);
+    let port = support::free_port().unwrap();
+    let p = start_offline(
+        &reg_url,
+        &site.key,
+        &site.sigstore,
+        &format!("offline = true\nadmin_listen = \"127.0.0.1:{port}\""),
+    );
+    assert_ne!(pull(&p, "test/img", "v1").status, 200, "not there yet");
+    let c = p.config_dir().join("portcullis.toml");
+    let o = portcullis(&["import", layout.to_str().unwrap()], &c);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("imported registry.test/test/img:v1"),
+        "{}",
+        text(&o)
+    );
+    // Served at once, without a restart, and still through the gate.
+    assert_served(&pull(&p, "test/img", "v1"), &site.img);
+    // The endpoint is on the admin listener only, and only for POST.
+    let r = support::http_get(&format!("{}/admin/import?path=/tmp", p.url()), &[]).unwrap();
+    assert_eq!(r.status, 404);
+    let r = support::http_get(
+        &format!("http://127.0.0.1:{port}/admin/import?path=/tmp"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 405);
+    // A damaged layout is refused through it too, naming the object, and
+    // nothing of that image is served.
+    let layer = &site.multi.manifests[0].layers[0].digest;
+    let blob = multi
+        .join("blobs/sha256")
+        .join(layer.strip_prefix("sha256:").unwrap());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let o = portcullis(&["import", multi.to_str().unwrap()], &c);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("registry.test/test/multi:v1")
+            && text(&o).contains("does not match its digest"),
+        "{}",
+        text(&o)
+    );
+    assert_ne!(pull(&p, "test/multi", "v1").status, 200);
+}

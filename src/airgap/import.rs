@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::layout::{self, Extra, Object, blob_path};
+use crate::cache::index::IndexError;
 use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::digest::{Algorithm, Digest};
@@ -55,8 +56,16 @@ pub enum ImportError {
     Version(PathBuf),
     #[error("cannot set up upstream clients")]
     Upstream(#[source] UpstreamError),
-    #[error("cannot open the cache (is the server running on it? stop it first)")]
+    #[error(
+        "cannot open the cache (is the server running on it? stop it first, or set admin_listen to import through it)"
+    )]
     Cache(#[source] CacheError),
+    #[error("importing through the server's admin listener {addr} failed: {why}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        why: String,
+        bad_content: bool,
+    },
     #[error("{image}: {problem}")]
     Invalid { image: String, problem: String },
     #[error("{image}: object {digest} refused")]
@@ -89,6 +98,10 @@ impl ImportError {
             ImportError::Invalid { .. }
                 | ImportError::Object { .. }
                 | ImportError::NotLayout { .. }
+                | ImportError::Admin {
+                    bad_content: true,
+                    ..
+                }
         )
     }
 }
@@ -130,14 +143,106 @@ async fn read_extra(root: &Path) -> Result<Extra, ImportError> {
 }
 
 /// Import the layout at `path` (a directory, or a `.tar` of one) into the
-/// cache `config` names. An archive is unpacked first into a directory in
-/// `data_dir` (the same disk as the cache), removed afterwards.
+/// cache `config` names, opening it (so the server must be stopped).
 pub async fn import(config: &Config, path: &Path) -> Result<Report, ImportError> {
+    let metrics = Metrics::new();
+    let clock = crate::clock::Clock::system();
+    let upstreams =
+        Upstreams::new(&config.upstreams, &metrics, &clock).map_err(ImportError::Upstream)?;
+    let cache = match Cache::open(config, upstreams, metrics, clock).await {
+        Ok(c) => c,
+        // The server has the cache open: import through it.
+        Err(CacheError::Index(IndexError::InUse)) if config.admin_listen.is_some() => {
+            let admin = config.admin_listen.expect("checked");
+            return import_via_admin(admin, path).await;
+        }
+        Err(e) => return Err(ImportError::Cache(e)),
+    };
+    let router = Router::new(&config.upstreams);
+    let result = import_into(&cache, &router, path).await;
+    cache.close().await;
+    result
+}
+
+/// Import through a running server's admin listener (`POST
+/// /admin/import`, answered only to callers on the loopback).
+async fn import_via_admin(admin: std::net::SocketAddr, path: &Path) -> Result<Report, ImportError> {
+    use http_body_util::BodyExt;
+    let path = std::fs::canonicalize(path).map_err(|e| ImportError::NotLayout {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })?;
+    let addr = super::local_address(admin);
+    let query: String = path
+        .to_string_lossy()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let uri = format!("http://{addr}/admin/import?path={query}");
+    let failed = |why: String| ImportError::Admin {
+        addr,
+        why,
+        bad_content: false,
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = http::Request::post(&uri)
+        .body(http_body_util::Empty::new())
+        .map_err(|e| failed(e.to_string()))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| failed(crate::error::chain(&e)))?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !status.is_success() {
+        let why = match v["errors"][0]["message"].as_str() {
+            Some(m) => format!("{status}: {m}"),
+            None => format!("answered {status}"),
+        };
+        return Err(ImportError::Admin {
+            addr,
+            why,
+            bad_content: status == http::StatusCode::UNPROCESSABLE_ENTITY,
+        });
+    }
+    let mut report = Report {
+        bytes: v["bytes"].as_u64().unwrap_or(0),
+        ..Report::default()
+    };
+    for i in v["images"].as_array().into_iter().flatten() {
+        report.images.push((
+            i["image"].as_str().unwrap_or("").to_owned(),
+            i["copied"].as_u64().unwrap_or(0) as usize,
+            i["already_cached"].as_u64().unwrap_or(0) as usize,
+        ));
+    }
+    Ok(report)
+}
+
+/// Import the layout at `path` into an open `cache` (the server's own,
+/// through the admin endpoint). An archive is unpacked first into the
+/// cache's data directory (the same disk), removed afterwards.
+pub async fn import_into(
+    cache: &Cache,
+    router: &Router,
+    path: &Path,
+) -> Result<Report, ImportError> {
     let is_file = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file());
     if !is_file {
-        return import_dir(config, path).await;
+        return import_dir(cache, router, path).await;
     }
-    let dir = config.data_dir.join(format!(
+    let dir = cache.data_dir().join(format!(
         "import-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
@@ -149,7 +254,7 @@ pub async fn import(config: &Config, path: &Path) -> Result<Report, ImportError>
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
     let result = match unpacked {
-        Ok(()) => import_dir(config, &dir).await,
+        Ok(()) => import_dir(cache, router, &dir).await,
         Err(why) => Err(ImportError::NotLayout {
             path: path.to_owned(),
             source: why.into(),
@@ -159,34 +264,17 @@ pub async fn import(config: &Config, path: &Path) -> Result<Report, ImportError>
     result
 }
 
-async fn import_dir(config: &Config, root: &Path) -> Result<Report, ImportError> {
+async fn import_dir(cache: &Cache, router: &Router, root: &Path) -> Result<Report, ImportError> {
     let extra = read_extra(root).await?;
-    let metrics = Metrics::new();
-    let clock = crate::clock::Clock::system();
-    let upstreams =
-        Upstreams::new(&config.upstreams, &metrics, &clock).map_err(ImportError::Upstream)?;
-    let cache = Cache::open(config, upstreams, metrics, clock)
-        .await
-        .map_err(ImportError::Cache)?;
-    let router = Router::new(&config.upstreams);
     let mut report = Report::default();
-    let mut result = Ok(());
     for image in &extra.images {
-        match import_image(&cache, &router, root, image).await {
-            Ok((copied, skipped, bytes)) => {
-                report
-                    .images
-                    .push((image.requested.clone(), copied, skipped));
-                report.bytes += bytes;
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
+        let (copied, skipped, bytes) = import_image(cache, router, root, image).await?;
+        report
+            .images
+            .push((image.requested.clone(), copied, skipped));
+        report.bytes += bytes;
     }
-    cache.close().await;
-    result.map(|()| report)
+    Ok(report)
 }
 
 fn parse_digest(image: &str, s: &str) -> Result<Digest, ImportError> {

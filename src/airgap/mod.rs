@@ -13,3 +13,16 @@ pub mod import;
 pub mod layout;
 pub mod tarball;
 pub mod warm;
+
+/// The address to reach a listener of this machine at: an unspecified
+/// address (`0.0.0.0`, `[::]`) is reached on the loopback.
+pub(crate) fn local_address(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}

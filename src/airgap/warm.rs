@@ -69,14 +69,7 @@ fn instance_url(config: &Config, url: Option<&str>) -> Result<http::Uri, WarmErr
     let text = match url {
         Some(u) => u.to_owned(),
         None => {
-            let mut addr = config.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(if addr.is_ipv4() {
-                    std::net::Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                });
-            }
+            let addr = super::local_address(config.listen);
             let scheme = if config.tls.is_some() {
                 "https"
             } else {

@@ -58,6 +58,8 @@ pub enum ApiError {
     Denied(Box<Decision>),
     #[error("too many connections (max_connections): try again shortly")]
     Overloaded,
+    #[error("import failed")]
+    Import(#[source] Box<crate::airgap::import::ImportError>),
 }
 
 impl From<CacheError> for ApiError {
@@ -222,15 +224,59 @@ impl App {
         response
     }
 
-    /// Answer a request on the admin listener: health and metrics only.
-    pub async fn handle_admin<B>(&self, req: Request<B>) -> Response<Body> {
+    /// Answer a request on the admin listener: health and metrics; and,
+    /// for a caller on the loopback (`local`), `POST /admin/import?path=`
+    /// (a layout directory or `.tar` on this machine), which imports it
+    /// into the running cache. Anyone else gets 404 for it.
+    pub async fn handle_admin<B>(&self, req: Request<B>, local: bool) -> Response<Body> {
+        let head = req.method() == Method::HEAD;
         match req.uri().path() {
             "/metrics" | "/healthz" | "/readyz" => self.handle(req).await,
-            _ => {
-                let rendered = render(&ApiError::Route(RouteError::NotFound), None);
-                error_response(&rendered, req.method() == Method::HEAD)
-            }
+            "/admin/import" if local => match self.admin_import(&req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %crate::error::chain(&e), "import refused");
+                    error_response(&render(&e, None), head)
+                }
+            },
+            _ => error_response(&render(&ApiError::Route(RouteError::NotFound), None), head),
         }
+    }
+
+    async fn admin_import<B>(&self, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+        if req.method() != Method::POST {
+            return Err(ApiError::Route(RouteError::MethodNotAllowed(
+                req.method().clone(),
+            )));
+        }
+        let path = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("path="))
+            .and_then(crate::router::percent_decode)
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .ok_or(ApiError::Route(RouteError::BadQuery("path")))?;
+        let report = crate::airgap::import::import_into(&self.cache, &self.router, &path)
+            .await
+            .map_err(|e| ApiError::Import(Box::new(e)))?;
+        tracing::info!(path = %path.display(), images = report.images.len(), bytes = report.bytes, "imported");
+        let images: Vec<serde_json::Value> = report
+            .images
+            .iter()
+            .map(|(image, copied, skipped)| {
+                serde_json::json!({"image": image, "copied": copied, "already_cached": skipped})
+            })
+            .collect();
+        let body =
+            serde_json::to_vec(&serde_json::json!({"images": images, "bytes": report.bytes}))
+                .expect("the report serializes");
+        let mut r = Response::new(full(Bytes::from(body)));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(r)
     }
 
     /// Answer a request on a connection over `max_connections`: health

@@ -22,6 +22,11 @@ use crate::store::StoreError;
 const CHUNK: usize = 256 * 1024;
 
 impl Cache {
+    /// The data directory (work files of an import go beside the store).
+    pub fn data_dir(&self) -> &Path {
+        &self.0.dir
+    }
+
     /// Is `digest` cached already (as a blob or a manifest)?
     pub fn has_object(&self, digest: &Digest) -> bool {
         self.0.index.get(digest).is_some()

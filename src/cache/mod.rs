@@ -138,6 +138,8 @@ struct Inner {
     no_referrers_api: Mutex<HashMap<UpstreamId, Instant>>,
     metrics: Metrics,
     clock: Clock,
+    /// `data_dir`: where work files beside the store may go.
+    dir: std::path::PathBuf,
 }
 
 impl Cache {
@@ -188,6 +190,7 @@ impl Cache {
             no_referrers_api: Mutex::new(HashMap::new()),
             metrics,
             clock,
+            dir: config.data_dir.clone(),
         }));
         cache.reconcile(&config.data_dir).await?;
         evict::spawn(&cache, FLUSH_INTERVAL);

@@ -75,8 +75,9 @@ pub enum ServerError {
 enum Kind {
     /// The main listener: everything.
     Main,
-    /// The admin listener: health and metrics.
-    Admin,
+    /// The admin listener: health and metrics; and, for callers on the
+    /// loopback, `POST /admin/import`.
+    Admin { local: bool },
     /// Main-listener connections over `max_connections`: health checks, and
     /// 503 for the rest.
     Overflow,
@@ -103,7 +104,7 @@ impl Service<Request<Incoming>> for AppService {
         Box::pin(async move {
             Ok(match kind {
                 Kind::Main => app.handle(req).await,
-                Kind::Admin => app.handle_admin(req).await,
+                Kind::Admin { local } => app.handle_admin(req, local).await,
                 Kind::Overflow => app.handle_overflow(req).await,
             })
         })
@@ -223,8 +224,11 @@ impl Bound {
                     }),
             )
         };
-        let (main_service, admin_service, overflow_service) =
-            (stack(Kind::Main), stack(Kind::Admin), stack(Kind::Overflow));
+        let (main_service, overflow_service) = (stack(Kind::Main), stack(Kind::Overflow));
+        let (admin_local, admin_remote) = (
+            stack(Kind::Admin { local: true }),
+            stack(Kind::Admin { local: false }),
+        );
         let limits = conn::Limits {
             header_read_timeout,
             keep_alive: true,
@@ -251,11 +255,11 @@ impl Bound {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
-                a = listener.accept() => a.map(|(s, _)| (s, false)),
-                a = accept_opt(admin.as_ref()) => a.map(|s| (s, true)),
+                a = listener.accept() => a.map(|(s, _)| (s, None)),
+                a = accept_opt(admin.as_ref()) => a.map(|(s, peer)| (s, Some(peer))),
                 () = &mut shutdown => break,
             };
-            let (stream, is_admin) = match accepted {
+            let (stream, admin_peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
@@ -266,11 +270,15 @@ impl Bound {
             };
             let _ = stream.set_nodelay(true);
             let watcher = graceful.watcher();
-            if is_admin {
+            if let Some(peer) = admin_peer {
                 let Ok(slot) = admin_slots.clone().try_acquire_owned() else {
                     continue;
                 };
-                let service = admin_service.clone();
+                let service = if peer.ip().is_loopback() {
+                    admin_local.clone()
+                } else {
+                    admin_remote.clone()
+                };
                 tokio::spawn(async move {
                     conn::serve(stream, None, service, limits, watcher).await;
                     drop(slot);
@@ -338,9 +346,9 @@ impl Bound {
     }
 }
 
-async fn accept_opt(listener: Option<&TcpListener>) -> std::io::Result<TcpStream> {
+async fn accept_opt(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match listener {
-        Some(l) => l.accept().await.map(|(s, _)| s),
+        Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
 }
