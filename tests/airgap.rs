@@ -562,3 +562,50 @@ fn an_import_into_a_running_instance_goes_through_its_admin_listener() {
     );
     assert_ne!(pull(&p, "test/multi", "v1").status, 200);
 }
+
+#[test]
+fn platform_filters_carry_only_the_platforms_asked_for() {
+    let site = site();
+    let online = site.online("");
+    let config = online.config_dir().join("portcullis.toml");
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("arm");
+    let o = portcullis(
+        &[
+            "export",
+            "-o",
+            layout.to_str().unwrap(),
+            "--platform",
+            "linux/arm64",
+            "registry.test/test/multi:v1",
+        ],
+        &config,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.strip_prefix("sha256:").unwrap())
+    };
+    let arm = site.multi.manifest_for("arm64").unwrap();
+    let amd = site.multi.manifest_for("amd64").unwrap();
+    assert!(blob(&arm.layers[0].digest).is_file() && blob(&arm.digest).is_file());
+    assert!(!blob(&amd.layers[0].digest).exists() && !blob(&amd.digest).exists());
+    assert!(
+        blob(site.multi.top_digest()).is_file(),
+        "the index itself is carried"
+    );
+    let o = portcullis(
+        &[
+            "export",
+            "-o",
+            layout.to_str().unwrap(),
+            "--platform",
+            "linux",
+            "registry.test/test/multi:v1",
+        ],
+        &config,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("write os/arch"), "{}", text(&o));
+}

@@ -158,6 +158,7 @@ struct Gathering<'a> {
 }
 
 struct Exporter {
+    progress: super::progress::Progress,
     cache: Cache,
     gate: Option<Gate>,
     router: Arc<Router>,
@@ -212,6 +213,7 @@ pub async fn export(config: &Config, opts: &Options) -> Result<Report, ExportErr
             .await
             .map_err(|e| ExportError::Finish(dir.clone(), e))?;
         let exporter = Exporter {
+            progress: super::progress::Progress::new("exporting"),
             cache: scratch.cache.clone(),
             gate,
             router,
@@ -219,6 +221,7 @@ pub async fn export(config: &Config, opts: &Options) -> Result<Report, ExportErr
             platforms,
         };
         let report = exporter.run(opts).await;
+        exporter.progress.finish();
         if !tar {
             return report;
         }
@@ -255,6 +258,7 @@ impl Exporter {
             .await
             .map_err(|e| ExportError::Finish(self.layout.root().to_owned(), e))?;
         for image in &opts.images {
+            self.progress.image(image);
             let (target, reference) =
                 self.router
                     .resolve_image(image)
@@ -380,13 +384,16 @@ impl Exporter {
         if top {
             decided.push(manifest.digest.clone());
         }
+        let size = manifest.bytes.len() as u64;
+        self.progress.expect(size);
         self.put_bytes(&manifest.digest, manifest.bytes.clone(), g)
             .await?;
         g.objects.push(Object {
             digest: manifest.digest.to_string(),
-            size: manifest.bytes.len() as u64,
+            size,
             media_type: Some(manifest.media_type().to_owned()),
         });
+        self.progress.done(size, g.objects.len());
         for child in manifest.parsed.children() {
             if !self.platforms.is_empty() && !self.platforms.iter().any(|p| p.matches(child)) {
                 continue;
@@ -406,6 +413,7 @@ impl Exporter {
             if !g.seen.insert(blob.digest.clone()) {
                 continue;
             }
+            self.progress.expect(blob.size);
             if !self.layout.has(&blob.digest, blob.size).await {
                 let b = self
                     .cache
@@ -427,6 +435,7 @@ impl Exporter {
                 size: blob.size,
                 media_type: None,
             });
+            self.progress.done(blob.size, g.objects.len());
         }
         Ok(())
     }

@@ -159,7 +159,9 @@ pub async fn import(config: &Config, path: &Path) -> Result<Report, ImportError>
         Err(e) => return Err(ImportError::Cache(e)),
     };
     let router = Router::new(&config.upstreams);
-    let result = import_into(&cache, &router, path).await;
+    let progress = super::progress::Progress::new("importing");
+    let result = import_into(&cache, &router, path, &progress).await;
+    progress.finish();
     cache.close().await;
     result
 }
@@ -237,10 +239,11 @@ pub async fn import_into(
     cache: &Cache,
     router: &Router,
     path: &Path,
+    progress: &super::progress::Progress,
 ) -> Result<Report, ImportError> {
     let is_file = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file());
     if !is_file {
-        return import_dir(cache, router, path).await;
+        return import_dir(cache, router, path, progress).await;
     }
     let dir = cache.data_dir().join(format!(
         "import-{}-{}",
@@ -254,7 +257,7 @@ pub async fn import_into(
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
     let result = match unpacked {
-        Ok(()) => import_dir(cache, router, &dir).await,
+        Ok(()) => import_dir(cache, router, &dir, progress).await,
         Err(why) => Err(ImportError::NotLayout {
             path: path.to_owned(),
             source: why.into(),
@@ -264,11 +267,17 @@ pub async fn import_into(
     result
 }
 
-async fn import_dir(cache: &Cache, router: &Router, root: &Path) -> Result<Report, ImportError> {
+async fn import_dir(
+    cache: &Cache,
+    router: &Router,
+    root: &Path,
+    progress: &super::progress::Progress,
+) -> Result<Report, ImportError> {
     let extra = read_extra(root).await?;
     let mut report = Report::default();
     for image in &extra.images {
-        let (copied, skipped, bytes) = import_image(cache, router, root, image).await?;
+        progress.image(&image.requested);
+        let (copied, skipped, bytes) = import_image(cache, router, root, image, progress).await?;
         report
             .images
             .push((image.requested.clone(), copied, skipped));
@@ -290,6 +299,7 @@ async fn import_image(
     router: &Router,
     root: &Path,
     image: &layout::Image,
+    progress: &super::progress::Progress,
 ) -> Result<(usize, usize, u64), ImportError> {
     let name = image.requested.as_str();
     let invalid = |problem: String| ImportError::Invalid {
@@ -312,10 +322,16 @@ async fn import_image(
         return Err(invalid(format!("its manifest {top} is not in the layout")));
     }
     let (mut copied, mut skipped, mut bytes) = (0, 0, 0u64);
+    progress.expect(
+        listed
+            .iter()
+            .fold(0u64, |n, (_, o)| n.saturating_add(o.size)),
+    );
     // Blobs first, through the verified writer.
     for (digest, object) in listed.iter().filter(|(_, o)| o.media_type.is_none()) {
         if cache.has_object(digest) {
             skipped += 1;
+            progress.done(object.size, copied + skipped);
             continue;
         }
         let path = blob_path(root, digest);
@@ -328,6 +344,7 @@ async fn import_image(
             .map_err(|e| refused(digest, e))?;
         copied += 1;
         bytes += object.size;
+        progress.done(object.size, copied + skipped);
     }
     // Every manifest checked before any is stored.
     let mut manifests = Vec::new();
@@ -373,6 +390,7 @@ async fn import_image(
             .import_manifest(m)
             .await
             .map_err(|e| refused(&m.digest, e))?;
+        progress.done(m.bytes.len() as u64, copied + skipped);
     }
     let is_manifest = |d: &Digest| manifests.iter().any(|m| m.digest == *d);
     let record = |source| ImportError::Record {

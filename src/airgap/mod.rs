@@ -11,6 +11,7 @@
 pub mod export;
 pub mod import;
 pub mod layout;
+pub mod progress;
 pub mod tarball;
 pub mod warm;
 

@@ -110,7 +110,9 @@ pub async fn warm(
     let instance = upstreams.get(UpstreamId(0));
     let router = Arc::new(Router::new(&config.upstreams));
     let mut report = Report::default();
+    let progress = super::progress::Progress::new("warming");
     for image in images {
+        progress.image(image);
         let (target, reference) =
             router
                 .resolve_image(image)
@@ -128,6 +130,7 @@ pub async fn warm(
                 source: RouteError::BadName(source),
             })?;
         let w = Warming {
+            progress: &progress,
             instance,
             repo: &path,
             image,
@@ -148,10 +151,12 @@ pub async fn warm(
             Err(e) => return Err(e),
         }
     }
+    progress.finish();
     Ok(report)
 }
 
 struct Warming<'a> {
+    progress: &'a super::progress::Progress,
     instance: &'a Upstream,
     repo: &'a RepoName,
     image: &'a str,
@@ -188,10 +193,14 @@ impl Warming<'_> {
             },
         )?;
         report.manifests += 1;
+        let size = m.bytes.len() as u64;
+        self.progress.expect(size);
+        self.progress.done(size, report.manifests + report.blobs);
         for child in m.parsed.children() {
             Box::pin(self.manifest(&Reference::Digest(child.digest.clone()), report)).await?;
         }
         for blob in m.parsed.blobs() {
+            self.progress.expect(blob.size);
             let download = self
                 .instance
                 .get_blob(self.repo, &blob.digest)
@@ -224,6 +233,7 @@ impl Warming<'_> {
             }
             report.blobs += 1;
             report.bytes += read;
+            self.progress.done(read, report.manifests + report.blobs);
         }
         Ok(m.digest)
     }

@@ -259,9 +259,11 @@ impl App {
             .map(std::path::PathBuf::from)
             .filter(|p| p.is_absolute())
             .ok_or(ApiError::Route(RouteError::BadQuery("path")))?;
-        let report = crate::airgap::import::import_into(&self.cache, &self.router, &path)
-            .await
-            .map_err(|e| ApiError::Import(Box::new(e)))?;
+        let progress = crate::airgap::progress::Progress::hidden();
+        let report =
+            crate::airgap::import::import_into(&self.cache, &self.router, &path, &progress)
+                .await
+                .map_err(|e| ApiError::Import(Box::new(e)))?;
         tracing::info!(path = %path.display(), images = report.images.len(), bytes = report.bytes, "imported");
         let images: Vec<serde_json::Value> = report
             .images
