@@ -84,7 +84,8 @@ enum Command {
     Export {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// The layout directory to write (created if absent).
+        /// The layout directory to write (created if absent, added to if an
+        /// export is there), or a `.tar` file.
         #[arg(short = 'o', long = "output", value_name = "PATH")]
         output: PathBuf,
         /// Only these platforms of multi-arch images (`os/arch[/variant]`).
@@ -114,9 +115,10 @@ enum Command {
         #[arg(value_name = "IMAGE")]
         images: Vec<String>,
     },
-    /// Import a layout made by `export` into the cache (the server must be
-    /// stopped). Exit 0 when every image was imported, 1 when the layout
-    /// holds bad content (nothing of that image is served), 2 on errors.
+    /// Import a layout made by `export` (a directory or a `.tar`) into the
+    /// cache; while the server runs, through its `admin_listen`. Exit 0 when
+    /// every image was imported, 1 when the layout holds bad content
+    /// (nothing of that image is served), 2 on errors.
     Import {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
