@@ -10,6 +10,7 @@
 //!   checked) and `sha256sum` of its blobs (hashing them, nothing written);
 //! - `portcullis import` of the layout into a fresh data directory (every
 //!   object re-hashed through the verified writer, fsynced).
+//!
 //! It prints the medians over `PORTCULLIS_BENCH_ROUNDS` (default 3) rounds
 //! with each command's ratio to its anchor.
 
