@@ -101,12 +101,7 @@ pub async fn verify(
                 Err(e) => return failed(format!("verification failed to run: {e}"), i),
             };
             if let Some((signer, identity)) = checked.matched.first() {
-                let described = policy.signers(set)[*signer].describe();
-                verified = Some(if described.starts_with("key ") {
-                    described
-                } else {
-                    format!("{described} ({identity})")
-                });
+                verified = Some(policy.signers(set)[*signer].identified(identity));
                 break;
             }
             why.extend(checked.rejection);

@@ -25,10 +25,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::Verification;
 use super::discover::{self, Caps, Found};
 use super::source::Source;
-use super::statement::{self, PAYLOAD_TYPE, Statement};
-use super::verify::{self, Checked, Purpose, Tally};
+use super::statement::{self, Head, PAYLOAD_TYPE, Statement};
+use super::tally::Tally;
+use super::verify::{self, Checked, Purpose};
 use crate::digest::Digest;
 use crate::media::ArtifactLayer;
 use crate::policy::{Attestation, Policy, Signer};
@@ -76,7 +78,36 @@ impl Report {
         self.results.iter().all(|r| r.passed)
     }
 
-    fn failed_all(attestations: &[Attestation], why: &str) -> Report {
+    /// The verification of an image whose signature passed (by `signers`,
+    /// `checked` signatures examined) and whose attestations are this report.
+    pub fn with_signature(self, signers: Vec<String>, checked: usize) -> Verification {
+        let checked = checked + self.checked;
+        let Some(failed) = self.results.iter().find(|r| !r.passed) else {
+            return Verification::Verified {
+                signers,
+                checked,
+                attestations: self.results,
+                fresh_until: self.fresh_until.map(super::unix_secs),
+            };
+        };
+        let requirement = Some(failed.name.clone());
+        let failing: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(AttestationResult::describe)
+            .collect();
+        Verification::Failed {
+            reason: failing.join("; "),
+            checked,
+            signers,
+            requirement,
+            attestations: self.results,
+        }
+    }
+
+    /// Every requirement failed for the same reason.
+    pub fn failed_all(attestations: &[Attestation], why: &str) -> Report {
         Report {
             results: attestations
                 .iter()
@@ -155,7 +186,7 @@ struct Gathered {
 fn signer_name(signer: &Signer, identity: &str) -> String {
     match signer {
         Signer::Key { key, .. } => key.name.clone(),
-        Signer::Keyless { .. } => format!("{} ({identity})", signer.describe()),
+        Signer::Keyless { .. } => signer.identified(identity),
     }
 }
 
@@ -273,9 +304,12 @@ fn evaluate(
             ));
             continue;
         }
-        let Some(claimed) = Statement::claimed_type(&payload) else {
-            unusable.push(format!("{}: no predicate type", e.origin()));
-            continue;
+        let claimed = match Head::parse(&payload) {
+            Ok(head) => head.predicate_type,
+            Err(why) => {
+                unusable.push(format!("{}: {why}", e.origin()));
+                continue;
+            }
         };
         let wanted: Vec<usize> = (0..reqs.len())
             .filter(|&i| reqs[i].predicate_type == claimed)

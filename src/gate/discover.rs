@@ -42,10 +42,16 @@ pub struct Caps {
     pub size: u64,
 }
 
-/// The caps for signatures.
+/// The caps for legacy `.sig` signatures.
 pub const SIGNATURE_CAPS: Caps = Caps {
     count: MAX_SIGNATURE_LAYERS,
     size: MAX_PAYLOAD,
+};
+
+/// The caps for signature bundles attached as referrers.
+pub const BUNDLE_CAPS: Caps = Caps {
+    count: MAX_REFERRERS,
+    size: MAX_BUNDLE,
 };
 
 pub const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";

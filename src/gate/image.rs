@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use super::source::Source;
-use super::verify::{self, Purpose, Tally};
+use super::tally::Tally;
+use super::verify::{self, Purpose};
 use super::{Verification, discover};
 use crate::digest::Digest;
 use crate::media::ArtifactLayer;
@@ -52,11 +53,7 @@ pub async fn verify(
                 .await
             }
             Step::Referrers => {
-                let caps = discover::Caps {
-                    count: discover::MAX_REFERRERS,
-                    size: discover::MAX_BUNDLE,
-                };
-                discover::referrers(source, sigs, digest, caps, &mut found).await
+                discover::referrers(source, sigs, digest, discover::BUNDLE_CAPS, &mut found).await
             }
         };
         if let Err(e) = fetched {

@@ -29,6 +29,7 @@ pub mod image;
 mod reload;
 pub mod source;
 pub mod statement;
+pub mod tally;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -221,7 +222,7 @@ impl Verification {
     }
 }
 
-fn unix_secs(t: std::time::SystemTime) -> u64 {
+pub(crate) fn unix_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
@@ -644,33 +645,7 @@ impl Gate {
                     self.metrics
                         .attestation_checked(&rule.name, &r.name, r.passed);
                 }
-                let checked = checked + report.checked;
-                if report.passed() {
-                    Verification::Verified {
-                        signers,
-                        checked,
-                        attestations: report.results,
-                        fresh_until: report.fresh_until.map(unix_secs),
-                    }
-                } else {
-                    let failing: Vec<String> = report
-                        .results
-                        .iter()
-                        .filter(|r| !r.passed)
-                        .map(AttestationResult::describe)
-                        .collect();
-                    Verification::Failed {
-                        reason: failing.join("; "),
-                        checked,
-                        signers,
-                        requirement: report
-                            .results
-                            .iter()
-                            .find(|r| !r.passed)
-                            .map(|r| r.name.clone()),
-                        attestations: report.results,
-                    }
-                }
+                report.with_signature(signers, checked)
             }
             Verification::Failed {
                 reason,
@@ -683,17 +658,11 @@ impl Gate {
                 checked,
                 signers,
                 requirement,
-                attestations: rule
-                    .attestations
-                    .iter()
-                    .map(|a| AttestationResult {
-                        name: a.name.clone(),
-                        predicate_type: a.predicate_type.clone(),
-                        passed: false,
-                        detail: "not checked: the image signature failed".into(),
-                        signers: Vec::new(),
-                    })
-                    .collect(),
+                attestations: attest::Report::failed_all(
+                    &rule.attestations,
+                    "not checked: the image signature failed",
+                )
+                .results,
             },
             other => other,
         };

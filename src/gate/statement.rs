@@ -46,6 +46,42 @@ pub enum StatementError {
     Shape(String),
 }
 
+/// What is read from a statement before its signature is checked: the
+/// predicate type and the subjects' sha256 digests, never the predicate
+/// (which can be megabytes; [`Statement::parse`] reads it once verified).
+/// It only sorts and pre-checks evidence: a claim never makes anything pass.
+#[derive(Debug, serde::Deserialize)]
+pub struct Head {
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    #[serde(rename = "subject")]
+    subjects: Vec<SubjectHead>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SubjectHead {
+    digest: DigestHead,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DigestHead {
+    sha256: Option<String>,
+}
+
+impl Head {
+    pub fn parse(payload: &[u8]) -> Result<Head, String> {
+        serde_json::from_slice(payload)
+            .map_err(|_| "the DSSE payload is not an in-toto statement".to_owned())
+    }
+
+    /// The sha256 hex digests of the subjects.
+    pub fn sha256_subjects(&self) -> impl Iterator<Item = &str> {
+        self.subjects
+            .iter()
+            .filter_map(|s| s.digest.sha256.as_deref())
+    }
+}
+
 /// A parsed in-toto statement.
 #[derive(Debug)]
 pub struct Statement {
@@ -104,20 +140,6 @@ impl Statement {
             predicate,
             raw,
         })
-    }
-
-    /// The predicate type a payload claims, read without building the
-    /// predicate: only for sorting evidence before its signature is
-    /// checked (a claim never makes anything pass).
-    pub fn claimed_type(payload: &[u8]) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            #[serde(rename = "predicateType")]
-            predicate_type: String,
-        }
-        serde_json::from_slice::<Head>(payload)
-            .ok()
-            .map(|h| h.predicate_type)
     }
 
     /// Does one of the subjects have exactly `digest`?

@@ -14,7 +14,6 @@
 //! matched with the policy's anchored matchers on the *verified* certificate.
 //! Pure computation: call it off the async threads.
 
-use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -30,14 +29,13 @@ use sigstore_verify::types::{
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult};
 
 use super::discover::Evidence;
+use super::statement::Head;
 use crate::digest::{Algorithm, Digest};
 use crate::policy::{Root, Signer, Tlog, WorkflowClaims};
 
 /// The in-toto predicate that makes a DSSE bundle a signature (not an attestation).
 pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 const SIMPLE_SIGNING_TYPE: &str = "cosign container image signature";
-/// Rejection details kept for the refusal message.
-const MAX_DETAILS: usize = 3;
 
 /// What one piece of evidence proved.
 #[derive(Debug, Default)]
@@ -230,11 +228,9 @@ pub fn claimed_subject(evidence: &Evidence) -> Result<Digest, String> {
         }
         Evidence::Envelope { json, .. } => {
             let envelope = envelope(json)?;
-            let statement = statement(envelope.payload.as_bytes())?;
-            statement
-                .subject
-                .iter()
-                .find_map(|s| s.digest.sha256.as_deref())
+            Head::parse(envelope.payload.as_bytes())?
+                .sha256_subjects()
+                .next()
                 .and_then(|h| format!("sha256:{h}").parse().ok())
                 .ok_or_else(|| "the statement names no sha256 subject".to_owned())
         }
@@ -268,31 +264,6 @@ pub fn dsse_payload(evidence: &Evidence) -> Result<(String, Vec<u8>), String> {
 
 fn envelope(json: &[u8]) -> Result<DsseEnvelope, String> {
     serde_json::from_slice(json).map_err(|e| format!("not a DSSE envelope: {e}"))
-}
-
-/// What is read from an in-toto statement before its signature is checked:
-/// the predicate type and the subjects' sha256 digests, never the predicate
-/// (which can be megabytes; [`super::statement`] reads it once verified).
-#[derive(serde::Deserialize)]
-struct StatementHead {
-    #[serde(rename = "predicateType")]
-    predicate_type: String,
-    subject: Vec<SubjectHead>,
-}
-
-#[derive(serde::Deserialize)]
-struct SubjectHead {
-    digest: DigestHead,
-}
-
-#[derive(serde::Deserialize)]
-struct DigestHead {
-    sha256: Option<String>,
-}
-
-fn statement(payload: &[u8]) -> Result<StatementHead, String> {
-    serde_json::from_slice(payload)
-        .map_err(|_| "the DSSE payload is not an in-toto statement".to_owned())
 }
 
 /// cosign decodes with Go's base64, which skips line breaks.
@@ -368,11 +339,8 @@ fn signed(evidence: &Evidence, subject: &Digest, purpose: Purpose) -> Result<Sig
                 return Err("only sha256 subjects can be checked against attestations".into());
             }
             let parsed = envelope(json)?;
-            let statement = statement(parsed.payload.as_bytes())?;
-            let names_subject = statement
-                .subject
-                .iter()
-                .filter_map(|s| s.digest.sha256.as_deref())
+            let names_subject = Head::parse(parsed.payload.as_bytes())?
+                .sha256_subjects()
                 .any(|h| h == subject.hex());
             if !names_subject {
                 return Err("the statement is about another subject".into());
@@ -407,7 +375,7 @@ fn signed(evidence: &Evidence, subject: &Digest, purpose: Purpose) -> Result<Sig
                 Bundle::from_json(text).map_err(|e| format!("not a valid Sigstore bundle: {e}"))?;
             match (&bundle.content, purpose) {
                 (SignatureContent::DsseEnvelope(envelope), _) => {
-                    let statement = statement(envelope.payload.as_bytes())?;
+                    let statement = Head::parse(envelope.payload.as_bytes())?;
                     if purpose == Purpose::Signature
                         && statement.predicate_type != COSIGN_SIGN_PREDICATE
                     {
@@ -732,170 +700,9 @@ pub fn check(
     checked
 }
 
-/// Signatures checked so far for one digest, and which signers they satisfy.
-#[derive(Debug, Default)]
-pub struct Tally {
-    checked: usize,
-    /// (signer index, identity, signer description)
-    satisfied: Vec<(usize, String, String)>,
-    rejections: Vec<String>,
-}
-
-impl Tally {
-    pub fn add(&mut self, signers: &[Signer], checked: Checked) {
-        self.checked += 1;
-        for (i, identity) in checked.matched {
-            let described = signers[i].describe();
-            if !self
-                .satisfied
-                .iter()
-                .any(|(j, id, _)| *j == i && *id == identity)
-            {
-                self.satisfied.push((i, identity, described));
-            }
-        }
-        if let Some(r) = checked.rejection {
-            self.rejections.push(r);
-        }
-    }
-
-    pub fn checked(&self) -> usize {
-        self.checked
-    }
-
-    /// The largest set of signers each backed by a different signing identity
-    /// (a maximum bipartite matching): two signatures by one key, or one
-    /// certificate matching two signer entries, count once.
-    fn matching(&self) -> Vec<(usize, String)> {
-        let signers: BTreeSet<usize> = self.satisfied.iter().map(|(i, _, _)| *i).collect();
-        let mut owner: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        fn augment<'a>(
-            s: usize,
-            edges: &'a [(usize, String, String)],
-            seen: &mut BTreeSet<&'a str>,
-            owner: &mut std::collections::HashMap<&'a str, usize>,
-        ) -> bool {
-            for (_, id, _) in edges.iter().filter(|(i, _, _)| *i == s) {
-                if seen.insert(id.as_str()) {
-                    let free = match owner.get(id.as_str()) {
-                        None => true,
-                        Some(&other) => augment(other, edges, seen, owner),
-                    };
-                    if free {
-                        owner.insert(id.as_str(), s);
-                        return true;
-                    }
-                }
-            }
-            false
-        }
-        for s in signers {
-            let mut seen = BTreeSet::new();
-            augment(s, &self.satisfied, &mut seen, &mut owner);
-        }
-        let mut out: Vec<(usize, String)> = owner
-            .into_iter()
-            .map(|(id, s)| (s, id.to_owned()))
-            .collect();
-        out.sort();
-        out
-    }
-
-    /// Distinct signers verified.
-    pub fn distinct(&self) -> usize {
-        self.matching().len()
-    }
-
-    /// The verified signers, described.
-    pub fn signers(&self) -> Vec<String> {
-        self.matching()
-            .into_iter()
-            .map(|(s, id)| {
-                let described = self
-                    .satisfied
-                    .iter()
-                    .find(|(i, _, _)| *i == s)
-                    .map(|(_, _, d)| d.clone())
-                    .unwrap_or_default();
-                if described.starts_with("key ") {
-                    described
-                } else {
-                    format!("{described} ({id})")
-                }
-            })
-            .collect()
-    }
-
-    /// A refusal reason a node operator can act on.
-    pub fn failure_reason(&self, threshold: usize, skipped: &[String]) -> String {
-        let matched = self.distinct();
-        let mut reason = if matched == 0 {
-            format!(
-                "no signature from a required signer: {} signatures checked, 0 matched",
-                self.checked
-            )
-        } else {
-            format!(
-                "{matched} of {threshold} required signers verified: {} signatures checked",
-                self.checked
-            )
-        };
-        // What was skipped (over a cap, malformed) first: it explains what
-        // was never considered. Then why signatures failed, without repeats.
-        let mut details: Vec<&str> = Vec::new();
-        for d in skipped.iter().chain(&self.rejections) {
-            if details.len() < MAX_DETAILS && !details.contains(&d.as_str()) {
-                details.push(d);
-            }
-        }
-        if !details.is_empty() {
-            reason.push_str(&format!(" ({})", details.join("; ")));
-        }
-        reason
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tally(edges: &[(usize, &str)]) -> Tally {
-        Tally {
-            checked: edges.len(),
-            satisfied: edges
-                .iter()
-                .map(|(i, id)| (*i, (*id).to_owned(), format!("signer {i}")))
-                .collect(),
-            rejections: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn distinct_signers_need_distinct_identities() {
-        // Two signatures by one key: one signer.
-        assert_eq!(tally(&[(0, "key a"), (0, "key a")]).distinct(), 1);
-        // One certificate matching two keyless entries counts once.
-        assert_eq!(tally(&[(0, "cert x"), (1, "cert x")]).distinct(), 1);
-        // Two certificates, two entries: two, even when both match entry 0.
-        assert_eq!(
-            tally(&[(0, "cert x"), (0, "cert y"), (1, "cert x")]).distinct(),
-            2
-        );
-        assert_eq!(tally(&[]).distinct(), 0);
-    }
-
-    #[test]
-    fn failure_reasons_count_and_explain() {
-        let mut t = tally(&[]);
-        t.checked = 2;
-        t.rejections
-            .push(".sig layer x: signed for another image".into());
-        let r = t.failure_reason(1, &["junk referrer".into()]);
-        assert_eq!(
-            r,
-            "no signature from a required signer: 2 signatures checked, 0 matched (junk referrer; .sig layer x: signed for another image)"
-        );
-    }
 
     #[test]
     fn payload_must_name_the_served_digest() {

@@ -183,6 +183,15 @@ impl Signer {
             } => format!("keyless {subject} from {issuer}"),
         }
     }
+
+    /// How the signer appears once it verified: a key by its description, a
+    /// keyless signer with the identity that signed.
+    pub fn identified(&self, identity: &str) -> String {
+        match self {
+            Signer::Key { .. } => self.describe(),
+            Signer::Keyless { .. } => format!("{} ({identity})", self.describe()),
+        }
+    }
 }
 
 /// A list of signers in a policy: a rule's (by index), or the own list of
