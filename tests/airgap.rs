@@ -14,7 +14,7 @@ use support::gate::*;
 use support::images::{push_multiarch, skopeo_copy_to_dir, skopeo_inspect_raw};
 use support::oci_push::{Descriptor, copy_image, push_bundle_referrer};
 use support::podman::Podman;
-use support::portcullis::Portcullis;
+use support::portcullis::{Portcullis, cli};
 use support::registry::Registry;
 use support::signing::{BundleSigner, CosignKey, Sigstore};
 use support::upstream;
@@ -22,12 +22,7 @@ use support::upstream;
 const KIB: usize = 1024;
 
 fn portcullis(args: &[&str], config: &Path) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.arg(args[0])
-        .arg("--config")
-        .arg(config)
-        .args(&args[1..]);
-    cmd.output().unwrap()
+    cli(args[0], config, &args[1..])
 }
 
 fn text(o: &Output) -> String {
@@ -438,17 +433,16 @@ fn warm_pulls_ahead_so_the_first_node_pull_costs_no_upstream_blob_fetch() {
     let p = site.online("");
     let config = p.config_dir().join("portcullis.toml");
     let url = p.url();
-    let o = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["warm", "--config"])
-        .arg(&config)
-        .args([
+    let o = portcullis(
+        &[
+            "warm",
             "--url",
             &url,
             "registry.test/test/img:v1",
             "registry.test/test/multi:v1",
-        ])
-        .output()
-        .unwrap();
+        ],
+        &config,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
         text(&o).contains(&format!(
@@ -472,12 +466,10 @@ fn warm_pulls_ahead_so_the_first_node_pull_costs_no_upstream_blob_fetch() {
     .unwrap();
     assert_eq!(site.reg.count("GET", "/blobs/"), 0, "every blob was warm");
     // An image the policy refuses is reported, not warmed.
-    let o = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["warm", "--config"])
-        .arg(&config)
-        .args(["--url", &url, "registry.test/test/unsigned:v1"])
-        .output()
-        .unwrap();
+    let o = portcullis(
+        &["warm", "--url", &url, "registry.test/test/unsigned:v1"],
+        &config,
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("not warmed: registry.test/test/unsigned:v1"),

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -291,12 +290,12 @@ fn signed_sbom_scan_and_provenance_are_required_and_each_failure_is_named() {
     // `portcullis verify` prints each requirement.
     let config = p.config_dir().join("portcullis.toml");
     let verify = |image: &str, json: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.arg("verify").arg("--config").arg(&config);
-        if json {
-            cmd.args(["--output", "json"]);
-        }
-        cmd.arg(image).output().unwrap()
+        let args: &[&str] = if json {
+            &["--output", "json", image]
+        } else {
+            &[image]
+        };
+        support::portcullis::cli("verify", &config, args)
     };
     let out = verify("registry.test/a/good:v1", false);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -409,12 +409,12 @@ fn the_verify_command_reports_decisions_and_exits_accordingly() {
     );
     let config = p.config_dir().join("portcullis.toml");
     let verify = |image: &str, json: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.arg("verify").arg("--config").arg(&config);
-        if json {
-            cmd.args(["--output", "json"]);
-        }
-        cmd.arg(image).output().unwrap()
+        let args: &[&str] = if json {
+            &["--output", "json", image]
+        } else {
+            &[image]
+        };
+        support::portcullis::cli("verify", &config, args)
     };
 
     let ok = verify("registry.test/test/img:v1", false);

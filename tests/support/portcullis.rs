@@ -36,6 +36,18 @@ fn config_text(extra: &str) -> String {
     format!("listen = \"127.0.0.1:0\"\n{data_dir}{extra}\n")
 }
 
+/// Run `portcullis COMMAND --config CONFIG ARGS...` (export, import, warm,
+/// verify) to its end.
+pub fn cli(command: &str, config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg(command)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("portcullis runs")
+}
+
 /// A running portcullis.
 pub struct Portcullis {
     child: Option<Child>,
