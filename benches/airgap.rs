@@ -11,8 +11,9 @@
 //! - `portcullis import` of the layout into a fresh data directory (every
 //!   object re-hashed through the verified writer, fsynced).
 //!
-//! It prints the medians over `PORTCULLIS_BENCH_ROUNDS` (default 3) rounds
-//! with each command's ratio to its anchor.
+//! It prints the median and the spread (fastest–slowest) over
+//! `PORTCULLIS_BENCH_ROUNDS` (default 3) rounds, with each command's ratio
+//! to its anchor.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -119,33 +120,43 @@ fn main() {
         eprintln!("round {round} done");
     }
     let rate = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
-    let (ae, e, ai, ah, i) = (
-        median(anchor_export),
-        median(export),
-        median(anchor_import),
-        median(anchor_hash),
-        median(import),
-    );
+    let spread = |v: &[Duration]| {
+        let (lo, hi) = (v.iter().min().unwrap(), v.iter().max().unwrap());
+        format!("{:.2}–{:.2} s", lo.as_secs_f64(), hi.as_secs_f64())
+    };
     let rows = [
-        ("skopeo copy docker:// → oci: (anchor)", ae, None),
-        ("portcullis export", e, Some(ae)),
-        ("cp -r of the layout (anchor)", ai, None),
-        ("sha256sum of its blobs (anchor)", ah, None),
-        ("portcullis import", i, Some(ai)),
-        ("portcullis import, vs sha256sum", i, Some(ah)),
+        (
+            "skopeo copy docker:// → oci: (anchor)",
+            &anchor_export,
+            None,
+        ),
+        ("portcullis export", &export, Some(&anchor_export)),
+        ("cp -r of the layout (anchor)", &anchor_import, None),
+        ("sha256sum of its blobs (anchor)", &anchor_hash, None),
+        ("portcullis import", &import, Some(&anchor_import)),
+        (
+            "portcullis import, vs sha256sum",
+            &import,
+            Some(&anchor_hash),
+        ),
     ];
     println!(
-        "| {} MiB image, median of {rounds} | time | MB/s | vs anchor |",
+        "| {} MiB image, {rounds} rounds | median | spread | MB/s (median) | vs anchor (medians) |",
         size >> 20
     );
-    println!("|---|---|---|---|");
-    for (name, d, anchor) in rows {
+    println!("|---|---|---|---|---|");
+    for (name, v, anchor) in rows {
+        let d = median(v.clone());
         let ratio = anchor.map_or("1×".to_owned(), |a| {
-            format!("{:.2}× the time", d.as_secs_f64() / a.as_secs_f64())
+            format!(
+                "{:.2}× the time",
+                d.as_secs_f64() / median(a.clone()).as_secs_f64()
+            )
         });
         println!(
-            "| {name} | {:.2} s | {:.0} | {ratio} |",
+            "| {name} | {:.2} s | {} | {:.0} | {ratio} |",
             d.as_secs_f64(),
+            spread(v),
             rate(d)
         );
     }
