@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::digest::{Algorithm, Digest};
-use portcullis::gate::statement::{Statement, to_cel};
+use portcullis::gate::statement::{Head, Statement, to_cel};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
         .ok()
         .filter(|c| c.len() <= 4096)
         .and_then(|c| cel::Program::compile(c).ok());
-    let _ = Statement::claimed_type(payload);
+    if let Ok(head) = Head::parse(payload) {
+        let _ = head.sha256_subjects().count();
+    }
     let Ok(st) = Statement::parse(payload) else {
         return;
     };
