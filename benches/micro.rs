@@ -248,8 +248,9 @@ fn gate_cached(c: &mut Criterion) {
             policy_path: policy_path.clone(),
             upstreams: cfg.upstreams.clone(),
             source: Arc::new(cache.clone()),
-            verdicts: Arc::new(cache),
+            verdicts: Arc::new(cache.clone()),
             router: router.clone(),
+            notary: Arc::new(portcullis::notary::Notary::new(Arc::new(cache), false, metrics.clone(), portcullis::clock::Clock::system())),
             metrics: metrics.clone(),
             clock: portcullis::clock::Clock::system(),
         });

@@ -24,6 +24,7 @@ pub mod json;
 pub mod manifest;
 pub mod media;
 pub mod metrics;
+pub mod notary;
 pub mod policy;
 pub mod reference;
 pub mod router;

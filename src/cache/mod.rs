@@ -381,6 +381,21 @@ impl Cache {
         Ok(self.0.index.put_verdicts(entries).await?)
     }
 
+    /// Trust state kept under `key` (opaque to the cache, never evicted).
+    pub fn trust(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.0.index.trust(key)
+    }
+
+    /// Keep trust state under `key`; durable when this returns.
+    pub async fn put_trust(&self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
+        Ok(self.0.index.put_trust(key, value).await?)
+    }
+
+    /// Every trust state kept, by key.
+    pub fn trust_entries(&self) -> Vec<(String, Arc<[u8]>)> {
+        self.0.index.trust_entries()
+    }
+
     /// Publish a verified object and index it; returns it pinned.
     async fn commit(
         &self,

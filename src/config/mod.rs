@@ -623,6 +623,39 @@ impl RawUpstream {
     }
 }
 
+/// The transport settings of a server that is not a registry (a Notary
+/// server, named in the policy), validated as an upstream's are: URL, TLS
+/// trust (`ca_file`), credentials, default timeouts. It is named by its
+/// URL's host and port in logs and metrics.
+pub fn server_transport(
+    key: &str,
+    url: String,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    base: &Path,
+) -> Result<UpstreamConfig, ConfigError> {
+    let parsed = parse_upstream_url(&format!("{key}.url"), &url)?;
+    let name = parsed
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    RawUpstream {
+        name,
+        url,
+        default: false,
+        aliases: Vec::new(),
+        username,
+        password_file,
+        ca_file,
+        connect_timeout: None,
+        read_timeout: None,
+        min_rate: None,
+        min_rate_window: None,
+    }
+    .validate(key, base)
+}
+
 fn parse_upstream_url(key: &str, value: &str) -> Result<http::Uri, ConfigError> {
     // A URL with user-info may carry a password: never echo it.
     let shown = if value.contains('@') {

@@ -186,7 +186,7 @@ struct Gathered {
 fn signer_name(signer: &Signer, identity: &str) -> String {
     match signer {
         Signer::Key { key, .. } => key.name.clone(),
-        Signer::Keyless { .. } => signer.identified(identity),
+        Signer::Keyless { .. } | Signer::Notary { .. } => signer.identified(identity),
     }
 }
 

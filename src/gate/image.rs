@@ -27,18 +27,39 @@ enum Step {
 
 /// Discover and check the signatures of `digest` in `sigs` (the image's
 /// repository, or the rule's `signature_repository`) against rule number
-/// `rule` of `policy`.
+/// `rule` of `policy`, counting `proved` (what the rule's notary signers
+/// proved, checked before) first. Cosign signatures are looked for only
+/// when the rule has cosign signers and the threshold is not met yet.
 pub async fn verify(
     source: &dyn Source,
     policy: &Arc<Policy>,
     rule: usize,
     sigs: &Target,
     digest: &Digest,
+    proved: Vec<verify::Checked>,
 ) -> Verification {
     let threshold = policy.rules[rule].threshold;
+    let signers = &policy.rules[rule].signers;
     let mut found = discover::Found::default();
     let mut tally = Tally::default();
-    for step in [Step::Legacy, Step::Referrers] {
+    for c in proved {
+        tally.add(signers, c);
+    }
+    let cosign = signers.iter().any(|s| !s.is_notary());
+    let steps: &[Step] = if cosign && tally.distinct() < threshold {
+        &[Step::Legacy, Step::Referrers]
+    } else {
+        &[]
+    };
+    if tally.distinct() >= threshold {
+        return Verification::Verified {
+            signers: tally.signers(),
+            checked: tally.checked(),
+            attestations: Vec::new(),
+            fresh_until: None,
+        };
+    }
+    for &step in steps {
         let before = found.evidence.len();
         let fetched = match step {
             Step::Legacy => {

@@ -26,6 +26,7 @@ pub mod artifact;
 pub mod attest;
 pub mod discover;
 pub mod image;
+pub mod notary;
 mod reload;
 pub mod source;
 pub mod statement;
@@ -282,6 +283,7 @@ pub struct Gate {
     source: Arc<dyn Source>,
     verdicts: Arc<dyn Verdicts>,
     router: Arc<Router>,
+    notary: Arc<crate::notary::Notary>,
     metrics: Metrics,
     clock: Clock,
 }
@@ -295,6 +297,8 @@ pub struct GateParts {
     pub source: Arc<dyn Source>,
     pub verdicts: Arc<dyn Verdicts>,
     pub router: Arc<Router>,
+    /// Docker Content Trust data for notary signers.
+    pub notary: Arc<crate::notary::Notary>,
     pub metrics: Metrics,
     pub clock: Clock,
 }
@@ -320,6 +324,12 @@ impl Gate {
             source: Arc::new(cache.clone()),
             verdicts: Arc::new(cache.clone()),
             router,
+            notary: Arc::new(crate::notary::Notary::new(
+                Arc::new(cache.clone()),
+                config.offline,
+                metrics.clone(),
+                clock.clone(),
+            )),
             metrics,
             clock,
         })
@@ -333,6 +343,7 @@ impl Gate {
             source: parts.source,
             verdicts: parts.verdicts,
             router: parts.router,
+            notary: parts.notary,
             metrics: parts.metrics,
             clock: parts.clock,
         }
@@ -436,7 +447,8 @@ impl Gate {
             && r.allow_digests.contains(digest)
         {
             // A pinned index vouches for its children as a verified one does.
-            self.remember(&policy, r, target, manifest, None).await;
+            self.remember(&policy, r, target, manifest, None, "image")
+                .await;
             return decision(
                 Outcome::Pinned,
                 Some(r),
@@ -490,7 +502,9 @@ impl Gate {
                 0,
             );
         };
-        let verification = self.verification(&policy, rule, target, manifest).await;
+        let verification = self
+            .verification(&policy, rule, target, requested, manifest)
+            .await;
         match verification {
             Verification::Verified {
                 signers,
@@ -590,15 +604,22 @@ impl Gate {
         Some(fresh)
     }
 
-    /// The verification result for this digest, from the verdict cache or fresh.
+    /// The verification result for this digest, from the verdict cache or
+    /// fresh. Where notary signers count, the result depends on the tag
+    /// asked for, and so does its verdict's key.
     async fn verification(
         &self,
         policy: &Arc<Policy>,
         rule: &Rule,
         target: &Target,
+        requested: &Reference,
         manifest: &Manifest,
     ) -> Verification {
-        let key = verdict_key(policy, "image", target, &manifest.digest);
+        let kind = match requested {
+            Reference::Tag(t) if rule.has_notary() => format!("image tag={t}"),
+            _ => "image".to_owned(),
+        };
+        let key = verdict_key(policy, &kind, target, &manifest.digest);
         if let Some(v) = self.cached(&key) {
             return v;
         }
@@ -630,12 +651,48 @@ impl Gate {
                 fresh_until: None,
             }
         } else {
-            image::verify(&*self.source, policy, index, &sigs, &manifest.digest).await
+            let dct = if rule.has_notary() {
+                notary::check(&self.notary, rule, target, requested, manifest).await
+            } else {
+                notary::Proved::default()
+            };
+            let verified = image::verify(
+                &*self.source,
+                policy,
+                index,
+                &sigs,
+                &manifest.digest,
+                dct.checked,
+            )
+            .await;
+            match (verified, dct.valid_until) {
+                // A verdict never outlives the trust data that passed it.
+                (
+                    Verification::Verified {
+                        signers,
+                        checked,
+                        attestations,
+                        fresh_until,
+                    },
+                    Some(until),
+                ) => Verification::Verified {
+                    signers,
+                    checked,
+                    attestations,
+                    fresh_until: Some(
+                        fresh_until.map_or(unix_secs(until), |f| f.min(unix_secs(until))),
+                    ),
+                },
+                (v, _) => v,
+            }
         };
         let fresh = match signature {
             // Attestations are checked once the signature has passed.
             Verification::Verified {
-                signers, checked, ..
+                signers,
+                checked,
+                fresh_until: signature_until,
+                ..
             } if !rule.attestations.is_empty() => {
                 let now = self.clock.now();
                 let report =
@@ -645,7 +702,13 @@ impl Gate {
                     self.metrics
                         .attestation_checked(&rule.name, &r.name, r.passed);
                 }
-                report.with_signature(signers, checked)
+                let mut combined = report.with_signature(signers, checked);
+                if let (Verification::Verified { fresh_until, .. }, Some(s)) =
+                    (&mut combined, signature_until)
+                {
+                    *fresh_until = Some(fresh_until.map_or(s, |f| f.min(s)));
+                }
+                combined
             }
             Verification::Failed {
                 reason,
@@ -666,7 +729,7 @@ impl Gate {
             },
             other => other,
         };
-        self.remember(policy, rule, target, manifest, Some(&fresh))
+        self.remember(policy, rule, target, manifest, Some(&fresh), &kind)
             .await;
         fresh
     }
@@ -687,6 +750,7 @@ impl Gate {
         target: &Target,
         manifest: &Manifest,
         verification: Option<&Verification>,
+        kind: &str,
     ) {
         let passed = !matches!(verification, Some(Verification::Failed { .. }));
         // A verdict that relies on an attestation's freshness lives no longer.
@@ -709,7 +773,7 @@ impl Gate {
                 policy.failure_ttl
             };
             entries.push((
-                verdict_key(policy, "image", target, &manifest.digest),
+                verdict_key(policy, kind, target, &manifest.digest),
                 ttl,
                 encode(v),
             ));

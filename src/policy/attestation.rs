@@ -171,7 +171,13 @@ pub(super) fn attestations(
                 let mut signers = Vec::with_capacity(list.len());
                 for (j, s) in list.into_iter().enumerate() {
                     let sat = format!("{aat}.signers[{j}]");
-                    let (signer, identity) = signer(&sat, s, keys, roots)?;
+                    if s.is_notary() {
+                        return Err(invalid(
+                            sat,
+                            "Docker Content Trust signs tags, not attestations: name a key or keyless signer",
+                        ));
+                    }
+                    let (signer, identity) = signer(&sat, s, keys, roots, &HashMap::new())?;
                     if !seen.insert(identity) {
                         return Err(invalid(sat, "the same signer is listed twice"));
                     }

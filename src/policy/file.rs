@@ -44,6 +44,8 @@ struct RawPolicy {
     keys: BTreeMap<String, RawKey>,
     #[serde(default)]
     roots: BTreeMap<String, RawRoot>,
+    #[serde(default)]
+    notary: BTreeMap<String, RawNotary>,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
 }
@@ -59,6 +61,28 @@ struct RawKey {
 struct RawRoot {
     trusted_root: PathBuf,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotary {
+    url: String,
+    ca_file: Option<PathBuf>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    gun: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotarySigner {
+    server: String,
+    root: String,
+    #[serde(default)]
+    delegations: Vec<String>,
+}
+
+/// How a reference maps to a GUN unless a server says otherwise.
+const DEFAULT_GUN: &str = "{registry}/{repository}";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +110,7 @@ pub(super) struct RawSigner {
     tlog: Option<String>,
     root: Option<String>,
     keyless: Option<RawKeyless>,
+    notary: Option<RawNotarySigner>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +124,12 @@ struct RawKeyless {
     github_workflow_repository: Option<String>,
     github_workflow_ref: Option<String>,
     github_workflow_trigger: Option<String>,
+}
+
+impl RawSigner {
+    pub(super) fn is_notary(&self) -> bool {
+        self.notary.is_some()
+    }
 }
 
 pub(super) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> PolicyError {
@@ -272,6 +303,41 @@ pub(super) fn parse(
         );
     }
 
+    let mut notaries = HashMap::new();
+    for (name, n) in raw.notary {
+        let at = format!("notary.{name}");
+        if let Some(ca) = &n.ca_file {
+            let key = format!("{at}.ca_file");
+            let (file, bytes) = read(&key, resolve(ca))?;
+            fp.add(&key, &file, &bytes);
+        }
+        let transport = crate::config::server_transport(
+            &at,
+            n.url,
+            n.username,
+            n.password_file,
+            n.ca_file,
+            base,
+        )
+        .map_err(|e| invalid(at.clone(), crate::error::chain(&e)))?;
+        let gun = n.gun.unwrap_or_else(|| DEFAULT_GUN.to_owned());
+        let rest = gun.replace("{registry}", "").replace("{repository}", "");
+        if !gun.contains("{repository}") || rest.contains(['{', '}']) {
+            return Err(invalid(
+                format!("{at}.gun"),
+                format!("{gun:?}: use {{registry}} and {{repository}}, e.g. \"{DEFAULT_GUN}\""),
+            ));
+        }
+        notaries.insert(
+            name.clone(),
+            Arc::new(super::NotaryServer {
+                name,
+                transport,
+                gun,
+            }),
+        );
+    }
+
     let canonical = |name: &str| -> Option<(String, bool)> {
         upstreams.iter().find_map(|u| {
             let known = std::iter::once(&u.name)
@@ -293,7 +359,7 @@ pub(super) fn parse(
                 "another rule has the same name",
             ));
         }
-        rules.push(rule(&at, r, &keys, &roots, &canonical)?);
+        rules.push(rule(&at, r, &keys, &roots, &notaries, &canonical)?);
     }
     let fingerprint = fp.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Policy {
@@ -313,6 +379,7 @@ fn rule(
     r: RawRule,
     keys: &HashMap<String, Arc<PublicKey>>,
     roots: &HashMap<String, Arc<Root>>,
+    notaries: &HashMap<String, Arc<super::NotaryServer>>,
     canonical: &dyn Fn(&str) -> Option<(String, bool)>,
 ) -> Result<Rule, PolicyError> {
     if r.images.is_empty() {
@@ -368,7 +435,7 @@ fn rule(
     let mut seen = HashSet::new();
     for (j, s) in r.signers.into_iter().enumerate() {
         let sat = format!("{at}.signers[{j}]");
-        let (signer, identity) = signer(&sat, s, keys, roots)?;
+        let (signer, identity) = signer(&sat, s, keys, roots, notaries)?;
         if !seen.insert(identity) {
             return Err(invalid(
                 sat,
@@ -396,7 +463,14 @@ fn rule(
         .map(|d| d.parse())
         .collect::<Result<HashSet<_>, _>>()
         .map_err(|e| invalid(format!("{at}.allow_digests"), format!("{e}")))?;
-    let attestations = attestations(at, r.attestations, signers.len(), keys, roots)?;
+    let attestations = attestations(
+        at,
+        r.attestations,
+        // Notary signers sign tags, never attestations.
+        signers.iter().filter(|s| !s.is_notary()).count(),
+        keys,
+        roots,
+    )?;
     if mode == Mode::Allow && !attestations.is_empty() {
         return Err(invalid(
             format!("{at}.attestations"),
@@ -472,7 +546,17 @@ pub(super) fn signer(
     s: RawSigner,
     keys: &HashMap<String, Arc<PublicKey>>,
     roots: &HashMap<String, Arc<Root>>,
+    notaries: &HashMap<String, Arc<super::NotaryServer>>,
 ) -> Result<(Signer, String), PolicyError> {
+    if let Some(n) = s.notary {
+        if s.key.is_some() || s.keyless.is_some() || s.tlog.is_some() || s.root.is_some() {
+            return Err(invalid(
+                at,
+                "a notary signer is notary = { server, root, delegations } alone",
+            ));
+        }
+        return notary_signer(&format!("{at}.notary"), n, keys, notaries);
+    }
     let find_root = |key: String, name: &str| {
         roots
             .get(name)
@@ -558,9 +642,57 @@ pub(super) fn signer(
         }
         _ => Err(invalid(
             at,
-            "give exactly one of key = \"...\" or keyless = { ... }",
+            "give exactly one of key = \"...\", keyless = { ... } or notary = { ... }",
         )),
     }
+}
+
+fn notary_signer(
+    at: &str,
+    n: RawNotarySigner,
+    keys: &HashMap<String, Arc<PublicKey>>,
+    notaries: &HashMap<String, Arc<super::NotaryServer>>,
+) -> Result<(Signer, String), PolicyError> {
+    let server = notaries.get(&n.server).cloned().ok_or_else(|| {
+        invalid(
+            format!("{at}.server"),
+            format!("no [notary.{}] in this policy", n.server),
+        )
+    })?;
+    let root = keys.get(&n.root).cloned().ok_or_else(|| {
+        invalid(
+            format!("{at}.root"),
+            format!("no [keys.{}] in this policy", n.root),
+        )
+    })?;
+    let pinned = crate::notary::tuf::PublicKey::from_spki(root.der.as_bytes()).map_err(|e| {
+        invalid(
+            format!("{at}.root"),
+            format!("[keys.{}] cannot pin a Notary root: {e}", n.root),
+        )
+    })?;
+    let mut delegations = Vec::new();
+    for (i, d) in n.delegations.into_iter().enumerate() {
+        if !crate::notary::tuf::valid_role_name(&d) {
+            return Err(invalid(
+                format!("{at}.delegations[{i}]"),
+                format!("{d:?}: name a delegated role, e.g. \"targets/releases\""),
+            ));
+        }
+        if !delegations.contains(&d) {
+            delegations.push(d);
+        }
+    }
+    let identity = format!("notary:{}:{}:{delegations:?}", server.name, n.root);
+    Ok((
+        Signer::Notary {
+            server,
+            root,
+            pinned,
+            delegations,
+        },
+        identity,
+    ))
 }
 
 #[cfg(test)]

@@ -154,6 +154,25 @@ pub struct WorkflowClaims {
     pub trigger: Option<String>,
 }
 
+/// A Notary v1 server named in the policy (`[notary.NAME]`).
+#[derive(Debug)]
+pub struct NotaryServer {
+    pub name: String,
+    /// URL, TLS trust and credentials, as for an upstream.
+    pub transport: UpstreamConfig,
+    /// How a normalized reference maps to a GUN (`{registry}`, `{repository}`).
+    pub gun: String,
+}
+
+impl NotaryServer {
+    /// The GUN of `registry`/`repository`.
+    pub fn gun(&self, registry: &str, repository: &str) -> String {
+        self.gun
+            .replace("{registry}", registry)
+            .replace("{repository}", repository)
+    }
+}
+
 /// Who may sign.
 #[derive(Debug)]
 pub enum Signer {
@@ -171,6 +190,16 @@ pub enum Signer {
         subject: Matcher,
         workflow: WorkflowClaims,
     },
+    /// Docker Content Trust: the tag signed in a Notary v1 repository whose
+    /// root is the pinned key.
+    Notary {
+        server: Arc<NotaryServer>,
+        /// The pinned root key (`[keys.NAME]`).
+        root: Arc<PublicKey>,
+        pinned: crate::notary::tuf::PublicKey,
+        /// The roles that count (empty: `targets` and every delegation).
+        delegations: Vec<String>,
+    },
 }
 
 impl Signer {
@@ -181,14 +210,30 @@ impl Signer {
             Signer::Keyless {
                 issuer, subject, ..
             } => format!("keyless {subject} from {issuer}"),
+            Signer::Notary {
+                server,
+                root,
+                delegations,
+                ..
+            } => {
+                let mut s = format!("notary {} (root {})", server.name, root.name);
+                if !delegations.is_empty() {
+                    s.push_str(&format!(" in {}", delegations.join(" or ")));
+                }
+                s
+            }
         }
+    }
+
+    pub fn is_notary(&self) -> bool {
+        matches!(self, Signer::Notary { .. })
     }
 
     /// How the signer appears once it verified: a key by its description, a
     /// keyless signer with the identity that signed.
     pub fn identified(&self, identity: &str) -> String {
         match self {
-            Signer::Key { .. } => self.describe(),
+            Signer::Key { .. } | Signer::Notary { .. } => self.describe(),
             Signer::Keyless { .. } => format!("{} ({identity})", self.describe()),
         }
     }
@@ -224,6 +269,12 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Does a notary signer count toward this rule's threshold? (Its
+    /// verdicts then depend on the tag asked for.)
+    pub fn has_notary(&self) -> bool {
+        self.signers.iter().any(Signer::is_notary)
+    }
+
     /// The mode in effect at `now` (an enforce rule before `enforce_from` warns).
     pub fn mode_at(&self, now: SystemTime) -> Mode {
         match (self.mode, self.enforce_from) {

@@ -282,6 +282,34 @@ impl Upstream {
         })
     }
 
+    /// `GET <path>` of a small JSON document on a server that is not a
+    /// registry (a Notary server), answering auth challenges for `scope`;
+    /// `None` when it answers 404. The body is limited to `limit` bytes.
+    pub async fn get_document(
+        &self,
+        path: &str,
+        scope: &str,
+        limit: usize,
+    ) -> Result<Option<Bytes>, UpstreamError> {
+        let resp = self
+            .transport
+            .send(Method::GET, path, Some("application/json"), scope)
+            .await?;
+        match self.check(resp) {
+            Ok(resp) => {
+                if Self::content_length(resp.headers()).is_some_and(|n| n > limit as u64) {
+                    return Err(UpstreamError::TooLarge {
+                        upstream: self.transport.name.clone(),
+                        limit,
+                    });
+                }
+                self.read_body(resp, limit).await.map(Some)
+            }
+            Err(UpstreamError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `HEAD /v2/<repo>/manifests/<tag>`: the digest the tag points to now.
     /// `None` when the upstream does not send `Docker-Content-Digest`.
     pub async fn head_manifest(

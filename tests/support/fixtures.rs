@@ -776,7 +776,14 @@ pub fn verify_in(p: &Loaded, served: &Digest, source: &FixtureSource) -> Verdict
     let rule = p.rule_index();
     let threshold = p.policy.rules[rule].threshold;
     let target = target();
-    let v = runtime().block_on(image::verify(source, &p.policy, rule, &target, served));
+    let v = runtime().block_on(image::verify(
+        source,
+        &p.policy,
+        rule,
+        &target,
+        served,
+        Vec::new(),
+    ));
     match v {
         Verification::Verified {
             signers, checked, ..
@@ -843,6 +850,12 @@ pub fn decide_with(
         source: Arc::new(source),
         verdicts: Arc::new(verdicts),
         router: Arc::new(Router::new(&upstreams())),
+        notary: Arc::new(portcullis::notary::Notary::new(
+            Arc::new(portcullis::notary::MemoryState::default()),
+            true,
+            Metrics::new(),
+            Clock::system(),
+        )),
         metrics: Metrics::new(),
         clock: Clock::system(),
     });

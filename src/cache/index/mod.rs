@@ -14,6 +14,7 @@
 //! and a fresh one created, and the caller rebuilds it from the objects on
 //! disk. This module must not touch object bytes or upstreams.
 
+mod trust;
 mod writer;
 
 use std::collections::HashMap;
@@ -134,6 +135,8 @@ struct Mem {
     objects: HashMap<Digest, Entry>,
     tags: HashMap<TagKey, TagEntry>,
     verdicts: HashMap<String, (u64, Arc<[u8]>)>,
+    /// Trust state (Notary versions and files), never expired.
+    trust: HashMap<String, Arc<[u8]>>,
     total: u64,
     /// Strictly increasing access stamp (ms since the epoch, bumped on ties).
     stamp: u64,
@@ -282,6 +285,7 @@ fn load_inner(path: &Path, time: &Clock) -> Result<(Database, Mem), redb::Error>
         tx.open_table(OBJECTS)?;
         tx.open_table(TAGS)?;
         tx.open_table(VERDICTS)?;
+        tx.open_table(trust::TRUST)?;
         tx.commit()?;
         let mut mem = Mem {
             time: time.clone(),
@@ -328,6 +332,10 @@ fn load_inner(path: &Path, time: &Clock) -> Result<(Database, Mem), redb::Error>
                 mem.verdicts
                     .insert(k.value().to_owned(), (expires, Arc::from(bytes)));
             }
+        }
+        for row in tx.open_table(trust::TRUST)?.iter()? {
+            let (k, v) = row?;
+            mem.trust.insert(k.value().to_owned(), Arc::from(v.value()));
         }
         drop(tx);
         Ok((db, mem))

@@ -1,0 +1,396 @@
+//! Docker Content Trust (Notary v1): a repository's trust data, fetched
+//! from its Notary server, verified from the pinned root key ([`tuf`]), and
+//! remembered.
+//!
+//! Owns the fetch order (root and timestamp always; snapshot, targets and
+//! the delegations the snapshot lists only when the timestamp changed), the
+//! trust state kept per (server, GUN) through [`TrustState`] (the highest
+//! version seen of every role, so a rollback or freeze is refused even
+//! after a restart, and the last files that verified), and the fallback:
+//! when the server cannot be reached (or `offline = true`), the kept files
+//! decide if they still verify at this moment; with none, nothing passes.
+//! A server that answers but serves trust data that does not verify is a
+//! refusal, never a fallback. Verification runs on the blocking pool. This
+//! module must not decide policy: the gate counts what it proves.
+
+pub mod tuf;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::fill::BoxError;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::policy::NotaryServer;
+use crate::store::BoxFuture;
+use crate::upstream::{Upstream, UpstreamError};
+use tuf::{Anchor, Files, Repository, TufError, Versions};
+
+/// Where trust state is kept between requests and restarts (the cache's
+/// index implements it). Values are opaque bytes, never expired.
+pub trait TrustState: Send + Sync {
+    fn get(&self, key: &str) -> Option<Arc<[u8]>>;
+    fn put(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), BoxError>>;
+}
+
+/// Trust state in memory only (for `portcullis verify`'s throwaway runs
+/// and tools that keep nothing).
+#[derive(Default)]
+pub struct MemoryState(Mutex<HashMap<String, Arc<[u8]>>>);
+
+impl TrustState for MemoryState {
+    fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.0.lock().expect("trust state").get(key).cloned()
+    }
+
+    fn put(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), BoxError>> {
+        self.0
+            .lock()
+            .expect("trust state")
+            .insert(key, Arc::from(value.as_slice()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Why a repository's trust data cannot vouch for anything.
+#[derive(Debug, thiserror::Error)]
+pub enum NotaryError {
+    #[error("no trust data for {gun}")]
+    NoTrustData { gun: String },
+    #[error("trust data for {gun} refused")]
+    Invalid {
+        gun: String,
+        #[source]
+        source: TufError,
+    },
+    #[error(
+        "the trust data kept for {gun} no longer verifies, and the notary server is unreachable"
+    )]
+    CachedInvalid {
+        gun: String,
+        #[source]
+        source: TufError,
+    },
+    #[error("no trust data for {gun}: the notary server is unreachable and none is kept")]
+    Unreachable {
+        gun: String,
+        #[source]
+        source: UpstreamError,
+    },
+    #[error("no trust data for {gun}: offline, and none is kept")]
+    Offline { gun: String },
+    #[error("fetching trust data for {gun} failed")]
+    Fetch {
+        gun: String,
+        #[source]
+        source: UpstreamError,
+    },
+    #[error("the trust state kept for {gun} cannot be read")]
+    State { gun: String },
+    #[error("notary server {server} cannot be used")]
+    Client {
+        server: String,
+        #[source]
+        source: UpstreamError,
+    },
+    #[error("trust data verification failed to run")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// What is kept per (server, GUN).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Record {
+    /// Highest versions ever verified (never lowered).
+    versions: Versions,
+    /// The last files that verified, and the fingerprint of the pinned key
+    /// they verified from.
+    files: Option<Files>,
+    pin: String,
+}
+
+/// A repository that verified, and whether the kept files decided.
+#[derive(Debug)]
+pub struct Verified {
+    pub repository: Repository,
+    pub from_cache: bool,
+}
+
+/// Stripes of the per-GUN update lock.
+const STRIPES: usize = 64;
+
+/// The Notary client with its trust state.
+pub struct Notary {
+    state: Arc<dyn TrustState>,
+    offline: bool,
+    metrics: Metrics,
+    clock: Clock,
+    /// One transport per server configuration.
+    clients: Mutex<HashMap<String, Arc<Upstream>>>,
+    /// Updates of one GUN's state run one at a time (so no version is lost).
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// The key of a repository's state.
+fn state_key(server: &NotaryServer, gun: &str) -> String {
+    format!("notary {} {gun}", server.transport.url)
+}
+
+impl Notary {
+    pub fn new(
+        state: Arc<dyn TrustState>,
+        offline: bool,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Notary {
+        Notary {
+            state,
+            offline,
+            metrics,
+            clock,
+            clients: Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    fn client(&self, server: &NotaryServer) -> Result<Arc<Upstream>, NotaryError> {
+        let t = &server.transport;
+        let id = format!(
+            "{} {:?} {:?}",
+            t.url,
+            t.ca_certs,
+            t.credentials
+                .as_ref()
+                .map(|c| (&c.username, c.password.expose()))
+        );
+        let mut clients = self.clients.lock().expect("notary clients");
+        if let Some(c) = clients.get(&id) {
+            return Ok(c.clone());
+        }
+        let client = Arc::new(
+            Upstream::new(t, self.metrics.clone(), self.clock.clone()).map_err(|source| {
+                NotaryError::Client {
+                    server: server.name.clone(),
+                    source,
+                }
+            })?,
+        );
+        clients.insert(id, client.clone());
+        Ok(client)
+    }
+
+    fn record(&self, key: &str, gun: &str) -> Result<Record, NotaryError> {
+        match self.state.get(key) {
+            None => Ok(Record::default()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| NotaryError::State {
+                gun: gun.to_owned(),
+            }),
+        }
+    }
+
+    /// The verified trust data of `gun` on `server`, anchored at the pinned
+    /// key `pinned` (named `root_name` in refusals).
+    pub async fn repository(
+        &self,
+        server: &NotaryServer,
+        root_name: &str,
+        pinned: &tuf::PublicKey,
+        gun: &str,
+    ) -> Result<Verified, NotaryError> {
+        let key = state_key(server, gun);
+        let stripe = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            (h.finish() as usize) % STRIPES
+        };
+        let _one_at_a_time = self.stripes[stripe].lock().await;
+        let record = self.record(&key, gun)?;
+        let pin = pinned.fingerprint();
+        let kept = record.files.as_ref().filter(|_| record.pin == pin);
+        let fetched = if self.offline {
+            None
+        } else {
+            let client = self.client(server)?;
+            Some(fetch(&client, gun, kept).await)
+        };
+        let (files, from_cache) = match fetched {
+            Some(Ok(Some(files))) => (files, false),
+            Some(Ok(None)) => {
+                return Err(NotaryError::NoTrustData {
+                    gun: gun.to_owned(),
+                });
+            }
+            Some(Err(e)) if e.is_unavailable() => match kept {
+                Some(files) => (files.clone(), true),
+                None => {
+                    return Err(NotaryError::Unreachable {
+                        gun: gun.to_owned(),
+                        source: e,
+                    });
+                }
+            },
+            Some(Err(e)) => {
+                return Err(NotaryError::Fetch {
+                    gun: gun.to_owned(),
+                    source: e,
+                });
+            }
+            None => match kept {
+                Some(files) => (files.clone(), true),
+                None => {
+                    return Err(NotaryError::Offline {
+                        gun: gun.to_owned(),
+                    });
+                }
+            },
+        };
+        let now = self.clock.now();
+        let (name, pinned_key) = (root_name.to_owned(), pinned.clone());
+        let (seen, previous) = (record.versions.clone(), kept.map(|f| f.root.clone()));
+        let checked_files = files.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            verify_anchored(
+                &checked_files,
+                &name,
+                &pinned_key,
+                previous.as_deref(),
+                &seen,
+                now,
+            )
+        })
+        .await
+        .map_err(NotaryError::Task)?;
+        let repository = match verified {
+            Ok(r) => r,
+            Err(source) if from_cache => {
+                return Err(NotaryError::CachedInvalid {
+                    gun: gun.to_owned(),
+                    source,
+                });
+            }
+            Err(source) => {
+                return Err(NotaryError::Invalid {
+                    gun: gun.to_owned(),
+                    source,
+                });
+            }
+        };
+        if !from_cache {
+            let mut versions = record.versions.clone();
+            versions.merge(&repository.versions);
+            let updated = Record {
+                versions,
+                files: Some(files),
+                pin,
+            };
+            if updated != record {
+                let bytes = serde_json::to_vec(&updated).expect("trust state serializes");
+                if let Err(e) = self.state.put(key, bytes).await {
+                    // Without the versions kept, a later rollback to this
+                    // very state could not be told apart: refuse.
+                    tracing::warn!(error = %crate::error::chain(&*e), %gun, "could not keep notary trust state");
+                    return Err(NotaryError::State {
+                        gun: gun.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(Verified {
+            repository,
+            from_cache,
+        })
+    }
+}
+
+/// Verify `files` from the pinned key, or (after a root rotation the pin
+/// did not sign) from the root that was trusted before.
+fn verify_anchored(
+    files: &Files,
+    root_name: &str,
+    pinned: &tuf::PublicKey,
+    previous_root: Option<&[u8]>,
+    seen: &Versions,
+    now: SystemTime,
+) -> Result<Repository, TufError> {
+    let pinned_anchor = Anchor::Pinned {
+        name: root_name,
+        key: pinned,
+    };
+    match tuf::verify(files, &pinned_anchor, seen, now) {
+        Err(TufError::NotPinned { role, key }) => {
+            let Some(previous) = previous_root.and_then(|b| tuf::trusted_root(b).ok()) else {
+                return Err(TufError::NotPinned { role, key });
+            };
+            tuf::verify(files, &Anchor::Trusted(&previous), seen, now)
+        }
+        other => other,
+    }
+}
+
+/// Fetch the role files of `gun`, reusing `kept` ones the timestamp and
+/// snapshot say are current. `None` when the server has no trust data.
+async fn fetch(
+    client: &Upstream,
+    gun: &str,
+    kept: Option<&Files>,
+) -> Result<Option<Files>, UpstreamError> {
+    let scope = format!("repository:{gun}:pull");
+    let get = |role: String| {
+        let scope = scope.clone();
+        async move {
+            let path = format!("/v2/{gun}/_trust/tuf/{role}.json");
+            client.get_document(&path, &scope, tuf::MAX_ROLE_SIZE).await
+        }
+    };
+    let Some(root) = get("root".into()).await? else {
+        return Ok(None);
+    };
+    let Some(timestamp) = get("timestamp".into()).await? else {
+        return Ok(None);
+    };
+    if let Some(k) = kept
+        && k.timestamp == timestamp
+    {
+        return Ok(Some(Files {
+            root: root.to_vec(),
+            ..k.clone()
+        }));
+    }
+    let Some(snapshot) = get("snapshot".into()).await? else {
+        return Ok(None);
+    };
+    let Some(targets) = get("targets".into()).await? else {
+        return Ok(None);
+    };
+    let mut delegations = std::collections::BTreeMap::new();
+    for role in tuf::listed_delegations(&snapshot) {
+        // One that is not served counts as absent.
+        if let Some(bytes) = get(role.clone()).await? {
+            delegations.insert(role, bytes.to_vec());
+        }
+    }
+    Ok(Some(Files {
+        root: root.to_vec(),
+        timestamp: timestamp.to_vec(),
+        snapshot: snapshot.to_vec(),
+        targets: targets.to_vec(),
+        delegations,
+    }))
+}
+
+impl TrustState for crate::cache::Cache {
+    fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.trust(key)
+    }
+
+    fn put(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            self.put_trust(key, value)
+                .await
+                .map_err(|e| Box::new(e) as BoxError)
+        })
+    }
+}
