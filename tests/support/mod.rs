@@ -19,6 +19,7 @@ pub mod fake_upstream;
 pub mod fixtures;
 pub mod gate;
 pub mod images;
+pub mod notary;
 pub mod oci_push;
 pub mod podman;
 pub mod portcullis;

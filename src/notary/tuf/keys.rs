@@ -97,7 +97,8 @@ impl PublicKey {
             (PublicKey::EcdsaP256(_), "ecdsa") => &s::ECDSA_P256_SHA256_ASN1,
             (PublicKey::Rsa(_), "rsapss") => &s::RSA_PSS_2048_8192_SHA256,
             (PublicKey::Rsa(_), "rsapkcs1v15") => &s::RSA_PKCS1_2048_8192_SHA256,
-            (PublicKey::Ed25519(_), "ed25519") => &s::ED25519,
+            // Notary writes "eddsa"; TUF and older Notary clients "ed25519".
+            (PublicKey::Ed25519(_), "eddsa" | "ed25519") => &s::ED25519,
             _ => return false,
         };
         s::UnparsedPublicKey::new(alg, self.identity())
