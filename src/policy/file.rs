@@ -45,7 +45,7 @@ struct RawPolicy {
     #[serde(default)]
     roots: BTreeMap<String, RawRoot>,
     #[serde(default)]
-    notary: BTreeMap<String, RawNotary>,
+    notary: BTreeMap<String, super::notary::RawNotary>,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
 }
@@ -61,28 +61,6 @@ struct RawKey {
 struct RawRoot {
     trusted_root: PathBuf,
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNotary {
-    url: String,
-    ca_file: Option<PathBuf>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    gun: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawNotarySigner {
-    server: String,
-    root: String,
-    #[serde(default)]
-    delegations: Vec<String>,
-}
-
-/// How a reference maps to a GUN unless a server says otherwise.
-const DEFAULT_GUN: &str = "{registry}/{repository}";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,7 +88,7 @@ pub(super) struct RawSigner {
     tlog: Option<String>,
     root: Option<String>,
     keyless: Option<RawKeyless>,
-    notary: Option<RawNotarySigner>,
+    notary: Option<super::notary::RawNotarySigner>,
 }
 
 #[derive(Deserialize)]
@@ -139,7 +117,7 @@ pub(super) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Pol
     }
 }
 
-fn read(key: &str, path: PathBuf) -> Result<(PathBuf, Vec<u8>), PolicyError> {
+pub(super) fn read(key: &str, path: PathBuf) -> Result<(PathBuf, Vec<u8>), PolicyError> {
     match std::fs::read(&path) {
         Ok(b) => Ok((path, b)),
         Err(source) => Err(PolicyError::File {
@@ -151,10 +129,10 @@ fn read(key: &str, path: PathBuf) -> Result<(PathBuf, Vec<u8>), PolicyError> {
 }
 
 /// Collects the bytes the fingerprint covers, in a fixed order.
-struct Fingerprint(sha2::Sha256, Vec<PathBuf>);
+pub(super) struct Fingerprint(sha2::Sha256, Vec<PathBuf>);
 
 impl Fingerprint {
-    fn add(&mut self, label: &str, path: &Path, bytes: &[u8]) {
+    pub(super) fn add(&mut self, label: &str, path: &Path, bytes: &[u8]) {
         self.0.update((label.len() as u64).to_be_bytes());
         self.0.update(label.as_bytes());
         self.0.update((bytes.len() as u64).to_be_bytes());
@@ -303,40 +281,7 @@ pub(super) fn parse(
         );
     }
 
-    let mut notaries = HashMap::new();
-    for (name, n) in raw.notary {
-        let at = format!("notary.{name}");
-        if let Some(ca) = &n.ca_file {
-            let key = format!("{at}.ca_file");
-            let (file, bytes) = read(&key, resolve(ca))?;
-            fp.add(&key, &file, &bytes);
-        }
-        let transport = crate::config::server_transport(
-            &at,
-            n.url,
-            n.username,
-            n.password_file,
-            n.ca_file,
-            base,
-        )
-        .map_err(|e| invalid(at.clone(), crate::error::chain(&e)))?;
-        let gun = n.gun.unwrap_or_else(|| DEFAULT_GUN.to_owned());
-        let rest = gun.replace("{registry}", "").replace("{repository}", "");
-        if !gun.contains("{repository}") || rest.contains(['{', '}']) {
-            return Err(invalid(
-                format!("{at}.gun"),
-                format!("{gun:?}: use {{registry}} and {{repository}}, e.g. \"{DEFAULT_GUN}\""),
-            ));
-        }
-        notaries.insert(
-            name.clone(),
-            Arc::new(super::NotaryServer {
-                name,
-                transport,
-                gun,
-            }),
-        );
-    }
+    let notaries = super::notary::servers(raw.notary, base, &resolve, &mut fp)?;
 
     let canonical = |name: &str| -> Option<(String, bool)> {
         upstreams.iter().find_map(|u| {
@@ -555,7 +500,7 @@ pub(super) fn signer(
                 "a notary signer is notary = { server, root, delegations } alone",
             ));
         }
-        return notary_signer(&format!("{at}.notary"), n, keys, notaries);
+        return super::notary::signer(&format!("{at}.notary"), n, keys, notaries);
     }
     let find_root = |key: String, name: &str| {
         roots
@@ -645,54 +590,6 @@ pub(super) fn signer(
             "give exactly one of key = \"...\", keyless = { ... } or notary = { ... }",
         )),
     }
-}
-
-fn notary_signer(
-    at: &str,
-    n: RawNotarySigner,
-    keys: &HashMap<String, Arc<PublicKey>>,
-    notaries: &HashMap<String, Arc<super::NotaryServer>>,
-) -> Result<(Signer, String), PolicyError> {
-    let server = notaries.get(&n.server).cloned().ok_or_else(|| {
-        invalid(
-            format!("{at}.server"),
-            format!("no [notary.{}] in this policy", n.server),
-        )
-    })?;
-    let root = keys.get(&n.root).cloned().ok_or_else(|| {
-        invalid(
-            format!("{at}.root"),
-            format!("no [keys.{}] in this policy", n.root),
-        )
-    })?;
-    let pinned = crate::notary::tuf::PublicKey::from_spki(root.der.as_bytes()).map_err(|e| {
-        invalid(
-            format!("{at}.root"),
-            format!("[keys.{}] cannot pin a Notary root: {e}", n.root),
-        )
-    })?;
-    let mut delegations = Vec::new();
-    for (i, d) in n.delegations.into_iter().enumerate() {
-        if !crate::notary::tuf::valid_role_name(&d) {
-            return Err(invalid(
-                format!("{at}.delegations[{i}]"),
-                format!("{d:?}: name a delegated role, e.g. \"targets/releases\""),
-            ));
-        }
-        if !delegations.contains(&d) {
-            delegations.push(d);
-        }
-    }
-    let identity = format!("notary:{}:{}:{delegations:?}", server.name, n.root);
-    Ok((
-        Signer::Notary {
-            server,
-            root,
-            pinned,
-            delegations,
-        },
-        identity,
-    ))
 }
 
 #[cfg(test)]

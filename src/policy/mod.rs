@@ -10,6 +10,7 @@
 
 pub mod attestation;
 mod file;
+mod notary;
 pub mod pattern;
 
 use std::collections::HashSet;
