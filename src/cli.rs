@@ -335,6 +335,12 @@ pub fn main() -> ExitCode {
                         report.images.len(),
                         report.bytes
                     );
+                    if report.trust > 0 {
+                        println!(
+                            "Docker Content Trust data for {} repositories",
+                            report.trust
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

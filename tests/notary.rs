@@ -10,7 +10,7 @@ use support::gate::{
 };
 use support::images::{TestImage, push_image};
 use support::notary::{FakeNotary, NotaryClient, NotaryServer, snapshot_of};
-use support::portcullis::{InProcess, Portcullis};
+use support::portcullis::{InProcess, Portcullis, cli};
 use support::registry::{Mode, Registry};
 use support::signing::CosignKey;
 use support::{http_get, upstream};
@@ -332,12 +332,7 @@ fn expired_trust_data_is_refused() {
         Some(&server.ca_pem()),
     );
     let policy = format!("{}\n{}", rule(DCT, ""), t.text);
-    let mut files: Vec<(&str, &str)> = t
-        .files
-        .iter()
-        .map(|(n, c)| (n.as_str(), c.as_str()))
-        .collect();
-    files.push(("policy.toml", &policy));
+    let files = t.files_with_policy(&policy);
     let p = InProcess::start_with_files(
         &format!(
             "policy = \"policy.toml\"\n{}",
@@ -365,4 +360,108 @@ fn expired_trust_data_is_refused() {
         m.contains(&format!("trust data for {GUN} refused: timestamp expired")),
         "{m}"
     );
+}
+
+/// `portcullis export` carries the trust data the gate decided with;
+/// `import` brings it into an offline instance, whose gate verifies it
+/// again from its own pin at every pull, with the Notary server gone.
+#[test]
+fn an_export_carries_trust_data_across_the_air_gap() {
+    let (reg, v1, v2) = images();
+    let (mut server, client) = notary();
+    client.sign(GUN, "v1", v1.top_raw(), &[]).unwrap();
+    let online = start_dct(&reg, &server, &client, DCT);
+    let config = online.config_dir().join("portcullis.toml");
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+    let layout_arg = layout.to_str().unwrap();
+    let o = cli(
+        "export",
+        &config,
+        &["-o", layout_arg, "registry.test/apps/base:v1"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // v2 is not signed: not exported.
+    let o = cli(
+        "export",
+        &config,
+        &["-o", layout_arg, "registry.test/apps/base:v2"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let extra: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("portcullis.json")).unwrap()).unwrap();
+    assert_eq!(extra["trust"].as_array().map(Vec::len), Some(1), "{extra}");
+
+    // Across the gap: neither the registry nor the Notary server.
+    server.stop();
+    let offline = |pin: &str| {
+        let t = trust(pin, &server.url(), Some(&server.ca_pem()));
+        let policy = format!("{}\n{}", rule(DCT, ""), t.text);
+        let files = t.files_with_policy(&policy);
+        Portcullis::start_with_files(
+            &format!(
+                "policy = \"policy.toml\"\noffline = true\n{}",
+                upstream("registry.test", &reg.url())
+            ),
+            &files,
+        )
+        .unwrap()
+    };
+    let pin = client.root_public_key_pem(GUN);
+    // An offline instance, stopped, the layout imported, started again.
+    let imported = || {
+        let mut p = offline(&pin);
+        p.terminate().unwrap();
+        p.wait_exit().unwrap();
+        let o = cli(
+            "import",
+            &p.config_dir().join("portcullis.toml"),
+            &[layout_arg],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            text(&o).contains("Docker Content Trust data for 1 repositories"),
+            "{}",
+            text(&o)
+        );
+        p.restart().unwrap();
+        p
+    };
+    let p = imported();
+    assert_served(&pull(&p, "apps/base", "v1"), &v1);
+    assert_served(&pull(&p, "apps/base", v1.top_digest()), &v1);
+
+    // Trust data altered in the layout is imported (it is opaque there) but
+    // never trusted: the offline gate verifies it and refuses.
+    let mut extra = extra;
+    let state = &mut extra["trust"][0]["state"]["files"];
+    let targets = state["targets"].as_str().unwrap().to_owned();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forged = String::from_utf8(b64.decode(targets).unwrap())
+        .unwrap()
+        .replace("\"v1\"", "\"v2\"");
+    state["targets"] = b64.encode(forged).into();
+    std::fs::write(layout.join("portcullis.json"), extra.to_string()).unwrap();
+    let q = imported();
+    let m = assert_refused(
+        &pull(&q, "apps/base", "v1"),
+        GUN,
+        "dct",
+        "the trust data kept for registry.test/apps/base does not verify",
+    );
+    assert!(
+        m.contains("targets.json is signed by 0 of the 1 keys"),
+        "{m}"
+    );
+    drop(reg);
+    let _ = v2;
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

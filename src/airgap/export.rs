@@ -335,6 +335,15 @@ impl Exporter {
                 objects: g.objects,
             });
         }
+        // The trust data the gate decided with (Docker Content Trust),
+        // replacing what an earlier export carried for the same repository.
+        for (key, state) in self.cache.trust_entries() {
+            let Ok(state) = serde_json::from_slice::<serde_json::Value>(&state) else {
+                continue;
+            };
+            extra.trust.retain(|t| t.key != key);
+            extra.trust.push(layout::Trust { key, state });
+        }
         let index = json!({
             "schemaVersion": 2,
             "mediaType": crate::media::OCI_INDEX,

@@ -41,6 +41,8 @@ pub struct Report {
     /// (image as exported, objects copied, objects already cached)
     pub images: Vec<(String, usize, usize)>,
     pub bytes: u64,
+    /// Repositories whose Docker Content Trust data was brought in.
+    pub trust: usize,
 }
 
 /// Why an import failed.
@@ -220,6 +222,7 @@ async fn import_via_admin(admin: std::net::SocketAddr, path: &Path) -> Result<Re
     }
     let mut report = Report {
         bytes: v["bytes"].as_u64().unwrap_or(0),
+        trust: v["trust"].as_u64().unwrap_or(0) as usize,
         ..Report::default()
     };
     for i in v["images"].as_array().into_iter().flatten() {
@@ -275,6 +278,26 @@ async fn import_dir(
 ) -> Result<Report, ImportError> {
     let extra = read_extra(root).await?;
     let mut report = Report::default();
+    for t in &extra.trust {
+        let existing = cache.trust(&t.key);
+        let state = serde_json::to_vec(&t.state).expect("JSON values serialize");
+        let merged = crate::notary::imported(existing.as_deref(), &state).map_err(|problem| {
+            ImportError::Invalid {
+                image: format!("trust data {}", t.key),
+                problem,
+            }
+        })?;
+        if let Some(merged) = merged {
+            cache
+                .put_trust(t.key.clone(), merged)
+                .await
+                .map_err(|source| ImportError::Record {
+                    image: format!("trust data {}", t.key),
+                    source: Box::new(source),
+                })?;
+            report.trust += 1;
+        }
+    }
     for image in &extra.images {
         progress.image(&image.requested);
         let (copied, skipped, bytes) = import_image(cache, router, root, image, progress).await?;

@@ -32,6 +32,20 @@ pub const VERSION: u32 = 1;
 pub struct Extra {
     pub version: u32,
     pub images: Vec<Image>,
+    /// Docker Content Trust data the export decided with, per (Notary
+    /// server, GUN): opaque to the layout, checked again by the importing
+    /// site's gate at every decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<Trust>,
+}
+
+/// One repository's trust data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// The Notary server's URL and the GUN, as the trust state names them.
+    pub key: String,
+    pub state: serde_json::Value,
 }
 
 /// One exported image and everything the gate needs to decide on it.
@@ -188,6 +202,7 @@ impl LayoutDir {
             None => Extra {
                 version: VERSION,
                 images: Vec::new(),
+                trust: Vec::new(),
             },
             Some(b) => serde_json::from_slice(&b).map_err(|e| bad(EXTRA, e))?,
         };

@@ -272,9 +272,10 @@ impl App {
                 serde_json::json!({"image": image, "copied": copied, "already_cached": skipped})
             })
             .collect();
-        let body =
-            serde_json::to_vec(&serde_json::json!({"images": images, "bytes": report.bytes}))
-                .expect("the report serializes");
+        let body = serde_json::to_vec(
+            &serde_json::json!({"images": images, "bytes": report.bytes, "trust": report.trust}),
+        )
+        .expect("the report serializes");
         let mut r = Response::new(full(Bytes::from(body)));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -67,7 +67,7 @@ pub enum NotaryError {
         source: TufError,
     },
     #[error(
-        "the trust data kept for {gun} no longer verifies, and the notary server is unreachable"
+        "the trust data kept for {gun} does not verify, and the notary server cannot be asked (unreachable or offline)"
     )]
     CachedInvalid {
         gun: String,
@@ -303,6 +303,41 @@ impl Notary {
             from_cache,
         })
     }
+}
+
+/// The trust state to keep after importing `imported` (carried across an
+/// air gap) over `existing`: the imported files, unless the kept ones are
+/// newer; the highest versions seen stay as they are (nothing imported
+/// raises or lowers them). The files are verified, from the importing
+/// site's pinned key, at every decision. `None`: keep what is there.
+pub fn imported(existing: Option<&[u8]>, imported: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let new: Record =
+        serde_json::from_slice(imported).map_err(|e| format!("not Notary trust state: {e}"))?;
+    let Some(files) = new.files else {
+        return Ok(None);
+    };
+    let old: Record = match existing {
+        None => Record::default(),
+        Some(b) => serde_json::from_slice(b).map_err(|e| format!("the kept trust state: {e}"))?,
+    };
+    // Which is newer is read from the (unverified) timestamps only to
+    // choose; verification decides later.
+    let version = |f: &Files| tuf::claimed_version(&f.timestamp).unwrap_or(0);
+    if old
+        .files
+        .as_ref()
+        .is_some_and(|f| version(f) >= version(&files))
+    {
+        return Ok(None);
+    }
+    let merged = Record {
+        versions: old.versions,
+        files: Some(files),
+        pin: new.pin,
+    };
+    Ok(Some(
+        serde_json::to_vec(&merged).expect("trust state serializes"),
+    ))
 }
 
 /// Verify `files` from the pinned key, or (after a root rotation the pin

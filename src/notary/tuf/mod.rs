@@ -288,6 +288,13 @@ pub fn listed_delegations(snapshot: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The version a timestamp file claims, read before anything is verified
+/// (only to choose between two copies; [`verify`] checks everything).
+pub fn claimed_version(timestamp: &[u8]) -> Option<u64> {
+    let env = open("timestamp", timestamp).ok()?;
+    env.body::<MetaBody>("Timestamp").ok().map(|b| b.version)
+}
+
 #[derive(Deserialize)]
 struct MetaBody {
     expires: String,
