@@ -53,6 +53,12 @@ struct AttestationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotaryLabels {
+    server: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -79,6 +85,7 @@ struct Inner {
     evicted_bytes: Counter,
     decisions: Family<DecisionLabels, Counter>,
     attestations: Family<AttestationLabels, Counter>,
+    notary: Family<NotaryLabels, Counter>,
     corrupt_objects: Counter,
     scrubbed_bytes: Counter,
     index_writable: Gauge,
@@ -219,6 +226,12 @@ impl Metrics {
             "Attestation requirements checked (not answered from the verdict cache), by rule, attestation and outcome (passed or failed)",
             attestations.clone(),
         );
+        let notary = Family::<NotaryLabels, Counter>::default();
+        registry.register(
+            "notary_trust_data",
+            "Docker Content Trust lookups by Notary server and outcome: fetched (verified from the server), reused (taken from a fetch that began while the lookup waited for it), kept (the server unreachable or offline: kept trust data decided), refused (none usable)",
+            notary.clone(),
+        );
         let corrupt_objects = Counter::default();
         registry.register(
             "cache_corrupt_objects",
@@ -277,6 +290,7 @@ impl Metrics {
             evicted_bytes,
             decisions,
             attestations,
+            notary,
             corrupt_objects,
             scrubbed_bytes,
             index_writable,
@@ -386,6 +400,17 @@ impl Metrics {
                 rule: rule.to_owned(),
                 outcome,
                 requirement: requirement.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A Docker Content Trust lookup (see `notary_trust_data`).
+    pub fn notary_trust_data(&self, server: &str, outcome: &'static str) {
+        self.0
+            .notary
+            .get_or_create(&NotaryLabels {
+                server: server.to_owned(),
+                outcome,
             })
             .inc();
     }

@@ -465,3 +465,49 @@ fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A herd of first pulls of one tag costs about one round of requests to
+/// the Notary server: lookups that arrive while a fetch for the same GUN
+/// runs take its result (never an older one).
+#[test]
+fn a_herd_of_first_pulls_asks_the_notary_server_about_once() {
+    let (reg, v1, _) = images();
+    let (server, client) = notary();
+    client.sign(GUN, "v1", v1.top_raw(), &[]).unwrap();
+    let fake = FakeNotary::start().unwrap();
+    fake.serve(GUN, &snapshot_of(&server, GUN, &[]));
+    let p = start(
+        &reg,
+        trust(&client.root_public_key_pem(GUN), &fake.url(), None),
+        &rule(DCT, ""),
+        "",
+        false,
+    );
+    const HERD: usize = 16;
+    let barrier = std::sync::Barrier::new(HERD);
+    std::thread::scope(|s| {
+        for _ in 0..HERD {
+            s.spawn(|| {
+                barrier.wait();
+                assert_served(&pull(&p, "apps/base", "v1"), &v1);
+            });
+        }
+    });
+    let asked = fake.requests("/root.json");
+    eprintln!("{HERD} first pulls asked for root.json {asked} times");
+    assert!(
+        asked <= 3,
+        "{HERD} first pulls asked for root.json {asked} times"
+    );
+    let reused = p
+        .metric("portcullis_notary_trust_data_total{server=\"corp\",outcome=\"reused\"}")
+        .unwrap();
+    assert_eq!(
+        reused as usize + asked,
+        HERD,
+        "each lookup fetched or reused"
+    );
+    // Sequential pulls each ask again (nothing older than the pull is reused).
+    assert_served(&pull(&p, "apps/base", "v1"), &v1);
+    assert_eq!(fake.requests("/root.json"), asked + 1);
+}

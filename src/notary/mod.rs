@@ -115,11 +115,16 @@ struct Record {
 #[derive(Debug)]
 pub struct Verified {
     pub repository: Repository,
+    /// The server could not be asked: kept trust data decided.
     pub from_cache: bool,
+    /// Taken from a fetch that began while this caller waited for it.
+    pub reused: bool,
 }
 
 /// Stripes of the per-GUN update lock.
 const STRIPES: usize = 64;
+/// Repositories remembered for callers that waited on their fetch, at most.
+const RECENT: usize = 4096;
 
 /// The Notary client with its trust state.
 pub struct Notary {
@@ -131,6 +136,13 @@ pub struct Notary {
     clients: Mutex<HashMap<String, Arc<Upstream>>>,
     /// Updates of one GUN's state run one at a time (so no version is lost).
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Repositories verified from the server: (the fetch's number, pin,
+    /// repository). A caller that arrived before a fetch began takes its
+    /// result instead of asking again (a herd of first pulls costs one
+    /// round of requests); nothing older is ever reused.
+    recent: Mutex<HashMap<String, (u64, String, Repository)>>,
+    /// Fetches begun so far.
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 /// The key of a repository's state.
@@ -152,6 +164,8 @@ impl Notary {
             clock,
             clients: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            recent: Mutex::new(HashMap::new()),
+            fetches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -199,6 +213,24 @@ impl Notary {
         pinned: &tuf::PublicKey,
         gun: &str,
     ) -> Result<Verified, NotaryError> {
+        let result = self.lookup(server, root_name, pinned, gun).await;
+        let outcome = match &result {
+            Ok(v) if v.from_cache => "kept",
+            Ok(v) if v.reused => "reused",
+            Ok(_) => "fetched",
+            Err(_) => "refused",
+        };
+        self.metrics.notary_trust_data(&server.name, outcome);
+        result
+    }
+
+    async fn lookup(
+        &self,
+        server: &NotaryServer,
+        root_name: &str,
+        pinned: &tuf::PublicKey,
+        gun: &str,
+    ) -> Result<Verified, NotaryError> {
         let key = state_key(server, gun);
         let stripe = {
             use std::hash::{Hash, Hasher};
@@ -206,10 +238,20 @@ impl Notary {
             key.hash(&mut h);
             (h.finish() as usize) % STRIPES
         };
+        use std::sync::atomic::Ordering;
+        let arrived = self.fetches.load(Ordering::SeqCst);
         let _one_at_a_time = self.stripes[stripe].lock().await;
-        let record = self.record(&key, gun)?;
         let pin = pinned.fingerprint();
+        if let Some(repository) = self.reusable(&key, &pin, arrived) {
+            return Ok(Verified {
+                repository,
+                from_cache: false,
+                reused: true,
+            });
+        }
+        let record = self.record(&key, gun)?;
         let kept = record.files.as_ref().filter(|_| record.pin == pin);
+        let ticket = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
         let fetched = if self.offline {
             None
         } else {
@@ -279,6 +321,13 @@ impl Notary {
             }
         };
         if !from_cache {
+            let mut recent = self.recent.lock().expect("recent trust data");
+            if recent.len() >= RECENT {
+                recent.clear();
+            }
+            recent.insert(key.clone(), (ticket, pin.clone(), repository.clone()));
+        }
+        if !from_cache {
             let mut versions = record.versions.clone();
             versions.merge(&repository.versions);
             let updated = Record {
@@ -301,7 +350,17 @@ impl Notary {
         Ok(Verified {
             repository,
             from_cache,
+            reused: false,
         })
+    }
+
+    /// A repository verified from the server under `pin` by a fetch that
+    /// began after the caller arrived (`arrived` fetches had begun then).
+    fn reusable(&self, key: &str, pin: &str, arrived: u64) -> Option<Repository> {
+        let recent = self.recent.lock().expect("recent trust data");
+        let (fetch, p, repository) = recent.get(key)?;
+        (*fetch > arrived && p == pin && repository.expires > self.clock.now())
+            .then(|| repository.clone())
     }
 }
 

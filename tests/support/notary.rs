@@ -286,6 +286,7 @@ use sha2::Digest as _;
 pub struct FakeNotary {
     port: u16,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    served: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeNotary {
@@ -293,11 +294,12 @@ impl FakeNotary {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err!("bind: {e}"))?;
         let port = listener.local_addr().unwrap().port();
         let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
-        let served = files.clone();
+        let served: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (all, log) = (files.clone(), served.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let files = served.clone();
+                let (files, log) = (all.clone(), log.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut line = String::new();
@@ -305,6 +307,7 @@ impl FakeNotary {
                         return;
                     }
                     let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    log.lock().unwrap().push(path.clone());
                     loop {
                         let mut h = String::new();
                         if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
@@ -325,11 +328,25 @@ impl FakeNotary {
                 });
             }
         });
-        Ok(FakeNotary { port, files })
+        Ok(FakeNotary {
+            port,
+            files,
+            served,
+        })
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests for paths ending in `suffix` so far.
+    pub fn requests(&self, suffix: &str) -> usize {
+        self.served
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.ends_with(suffix))
+            .count()
     }
 
     /// Serve `files` (role → bytes) for `gun`, replacing what was served.
