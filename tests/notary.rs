@@ -511,3 +511,52 @@ fn a_herd_of_first_pulls_asks_the_notary_server_about_once() {
     assert_served(&pull(&p, "apps/base", "v1"), &v1);
     assert_eq!(fake.requests("/root.json"), asked + 1);
 }
+
+/// `portcullis verify` runs the notary signers by hand; `check-config`
+/// refuses a notary signer naming a server the policy lacks.
+#[test]
+fn verify_and_check_config_cover_notary_signers() {
+    let (reg, v1, v2) = images();
+    let (server, client) = notary();
+    client.sign(GUN, "v1", v1.top_raw(), &[]).unwrap();
+    client.sign(GUN, "v2", v1.top_raw(), &[]).unwrap();
+    let p = start_dct(&reg, &server, &client, DCT);
+    let config = p.config_dir().join("portcullis.toml");
+    let o = cli("verify", &config, &["registry.test/apps/base:v1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("notary corp (root dct-root)"),
+        "{}",
+        text(&o)
+    );
+    let o = cli("verify", &config, &["registry.test/apps/base:v2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "tag v2 is signed for sha256:{}",
+            &v1.top_digest()[7..]
+        )),
+        "{}",
+        text(&o)
+    );
+    let _ = v2;
+
+    let policy = p.config_dir().join("policy.toml");
+    let text_before = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text_before.replace("server = \"corp\"", "server = \"elsewhere\""),
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("signers[0].notary.server: no [notary.elsewhere] in this policy"),
+        "{}",
+        text(&o)
+    );
+}
