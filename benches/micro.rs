@@ -10,7 +10,8 @@
 //! verdict is cached. The attestation groups time the strict parse of a
 //! large SBOM statement and a CEL condition over it, against a plain
 //! `serde_json::Value` parse of the same bytes, and a real keyless SLSA
-//! attestation end to end. No network is used: the gate's upstream is a
+//! attestation end to end. The notary group verifies a real Notary v1
+//! repository against bare ECDSA verifications. No network is used: the gate's upstream is a
 //! closed port on 127.0.0.1.
 
 #[allow(dead_code)]
@@ -387,6 +388,105 @@ fn attestations(c: &mut Criterion) {
     g.finish();
 }
 
+/// Docker Content Trust: verifying a real Notary repository (Connaisseur's
+/// alice-image: root, timestamp, snapshot, targets and three delegations)
+/// from its pinned root, against the same number of bare ECDSA P-256
+/// verifications with ring (what the signatures alone cost).
+fn notary_trust_data(c: &mut Criterion) {
+    use portcullis::notary::tuf::{self, Anchor, Files, Versions};
+    use ring::signature::{self, KeyPair as _};
+    let dir = fixtures::corpus().join("notary-v1/connaisseur__alice-image-expired");
+    let read = |p: &str| std::fs::read(dir.join(p)).unwrap();
+    let mut files = Files {
+        root: read("root.json"),
+        timestamp: read("timestamp.json"),
+        snapshot: read("snapshot.json"),
+        targets: read("targets.json"),
+        delegations: Default::default(),
+    };
+    for d in ["releases", "chamsen", "phbelitz"] {
+        files
+            .delegations
+            .insert(format!("targets/{d}"), read(&format!("targets/{d}.json")));
+    }
+    // The root key, read out of root.json (its root-role certificate).
+    let v: serde_json::Value = serde_json::from_slice(&files.root).unwrap();
+    let id = v["signed"]["roles"]["root"]["keyids"][0].as_str().unwrap();
+    use base64::Engine as _;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(
+            v["signed"]["keys"][id]["keyval"]["public"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    use x509_cert::der::{DecodePem as _, Encode as _};
+    let cert = x509_cert::Certificate::from_pem(&pem).unwrap();
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .unwrap();
+    let pin = tuf::PublicKey::from_spki(&spki).unwrap();
+    let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_571_529_600); // 2019-10-20
+    let verify = || {
+        tuf::verify(
+            &files,
+            &Anchor::Pinned {
+                name: "alice",
+                key: &pin,
+            },
+            &Versions::default(),
+            at,
+        )
+        .unwrap()
+    };
+    assert_eq!(verify().roles.len(), 4);
+    let signatures: usize = std::iter::once(&files.root)
+        .chain([&files.timestamp, &files.snapshot, &files.targets])
+        .chain(files.delegations.values())
+        .map(|f| {
+            serde_json::from_slice::<serde_json::Value>(f).unwrap()["signatures"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 =
+        signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
+    let pair = signature::EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .unwrap();
+    let message = files.targets.clone();
+    let sig = pair.sign(&rng, &message).unwrap();
+    let public = signature::UnparsedPublicKey::new(
+        &signature::ECDSA_P256_SHA256_FIXED,
+        pair.public_key().as_ref().to_vec(),
+    );
+    let mut g = c.benchmark_group(format!(
+        "notary trust data (7 roles, {signatures} signatures)"
+    ));
+    g.bench_function(
+        format!("anchor: {signatures} bare ECDSA P-256 verifications (ring)"),
+        |b| {
+            b.iter(|| {
+                for _ in 0..signatures {
+                    public.verify(&message, sig.as_ref()).unwrap();
+                }
+            })
+        },
+    );
+    g.bench_function("verify the repository from the pinned root", |b| {
+        b.iter(|| black_box(verify()))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     parsing_and_routing,
@@ -394,6 +494,7 @@ criterion_group!(
     hashing_tee,
     gate_cached,
     first_verification,
-    attestations
+    attestations,
+    notary_trust_data
 );
 criterion_main!(benches);
