@@ -560,3 +560,49 @@ fn verify_and_check_config_cover_notary_signers() {
         text(&o)
     );
 }
+
+/// A Notary server behind token auth (distribution's `auth.token`, as
+/// Docker's and Harbor's Notary deployments run it): portcullis logs in with
+/// the `[notary.NAME]` credentials; without them it is refused, naming why.
+#[test]
+fn a_notary_server_with_token_auth_is_read_with_its_credentials() {
+    use support::token_server::{TokenServer, TokenServerOptions};
+    let (reg, v1, _) = images();
+    let tokens = TokenServer::start(TokenServerOptions::default()).unwrap();
+    let server = NotaryServer::start_with_token(tokens.registry_auth(), &tokens.creds()).unwrap();
+    let client = server.client().unwrap();
+    client.init(GUN).unwrap();
+    client.sign(GUN, "v1", v1.top_raw(), &[]).unwrap();
+    let pin = client.root_public_key_pem(GUN);
+    let (user, password) = tokens
+        .creds()
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        .unwrap();
+
+    let mut t = trust(&pin, &server.url(), Some(&server.ca_pem()));
+    t.text += &format!("username = \"{user}\"\npassword_file = \"notary-password\"\n");
+    t.files
+        .push(("notary-password".into(), format!("{password}\n")));
+    let p = start(&reg, t, &rule(DCT, ""), "", false);
+    let before = tokens.authenticated_count();
+    assert_served(&pull(&p, "apps/base", "v1"), &v1);
+    assert!(
+        tokens.authenticated_count() > before,
+        "portcullis logged in"
+    );
+    assert!(
+        !p.logs().iter().any(|l| l.contains(&password)),
+        "the password is never logged"
+    );
+
+    let anonymous = start_pinned(&reg, &pin, &server, DCT);
+    assert_refused(
+        &pull(&anonymous, "apps/base", "v1"),
+        GUN,
+        "dct",
+        &format!("fetching trust data for {GUN} failed"),
+    );
+    let m = body(&pull(&anonymous, "apps/base", "v1"));
+    assert!(m.contains("denied access"), "{m}");
+}

@@ -53,10 +53,22 @@ pub struct NotaryServer {
     dir: tempfile::TempDir,
     port: u16,
     proc: Option<Watched>,
+    /// Token auth (distribution's `auth.token`), with the client's `user:password`.
+    auth: Option<(super::registry::TokenAuth, String)>,
 }
 
 impl NotaryServer {
     pub fn start() -> Result<NotaryServer> {
+        NotaryServer::start_with(None)
+    }
+
+    /// A server that requires bearer tokens from `auth`'s token server;
+    /// clients made by [`NotaryServer::client`] log in as `creds` (`user:password`).
+    pub fn start_with_token(auth: super::registry::TokenAuth, creds: &str) -> Result<NotaryServer> {
+        NotaryServer::start_with(Some((auth, creds.to_owned())))
+    }
+
+    fn start_with(auth: Option<(super::registry::TokenAuth, String)>) -> Result<NotaryServer> {
         let dir = tempdir("notary-server-")?;
         let d = dir.path();
         self_signed(d, "ca.key", "ca.crt", "/CN=portcullis test notary CA")?;
@@ -104,6 +116,7 @@ impl NotaryServer {
             dir,
             port,
             proc: None,
+            auth,
         };
         server.start_again()?;
         Ok(server)
@@ -114,10 +127,28 @@ impl NotaryServer {
     pub fn start_again(&mut self) -> Result<()> {
         let d = self.dir.path();
         let config = format!(
-            r#"{{"server":{{"http_addr":"127.0.0.1:{}","tls_key_file":"server.key","tls_cert_file":"server.crt"}},
+            r#"{{"server":{{"http_addr":"127.0.0.1:{}"{}}},
  "trust_service":{{"type":"local","hostname":"","port":"","key_algorithm":"ecdsa"}},
- "storage":{{"backend":"memory"}},"logging":{{"level":"info"}}}}"#,
-            self.port
+ "storage":{{"backend":"memory"}},"logging":{{"level":"info"}}{}}}"#,
+            self.port,
+            // The test token server speaks plain HTTP, and portcullis never
+            // sends credentials to a plain-HTTP realm of an HTTPS server: a
+            // server with token auth is plain HTTP too.
+            if self.auth.is_some() {
+                ""
+            } else {
+                r#","tls_key_file":"server.key","tls_cert_file":"server.crt""#
+            },
+            match &self.auth {
+                None => String::new(),
+                Some((a, _)) => format!(
+                    r#","auth":{{"type":"token","options":{{"realm":"{}","service":"{}","issuer":"{}","rootcertbundle":"{}"}}}}"#,
+                    a.realm,
+                    a.service,
+                    a.issuer,
+                    a.rootcertbundle.display()
+                ),
+            }
         );
         std::fs::write(d.join("server.json"), config).map_err(|e| err!("config: {e}"))?;
         let proc = Watched::spawn(
@@ -138,7 +169,8 @@ impl NotaryServer {
     }
 
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        let scheme = if self.auth.is_some() { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The CA the server's certificate chains to (PEM).
@@ -156,13 +188,18 @@ impl NotaryServer {
             self.url()
         );
         std::fs::write(dir.path().join("client.json"), config).map_err(|e| err!("{e}"))?;
-        Ok(NotaryClient { dir })
+        Ok(NotaryClient {
+            dir,
+            creds: self.auth.as_ref().map(|(_, c)| c.clone()),
+        })
     }
 }
 
 /// The `notary` client with its own trust directory (and so its own keys).
 pub struct NotaryClient {
     dir: tempfile::TempDir,
+    /// `user:password` for a server with token auth (`NOTARY_AUTH`).
+    creds: Option<String>,
 }
 
 impl NotaryClient {
@@ -173,6 +210,13 @@ impl NotaryClient {
             .args(args);
         for role in ["ROOT", "TARGETS", "SNAPSHOT", "DELEGATION"] {
             cmd.env(format!("NOTARY_{role}_PASSPHRASE"), "test-passphrase");
+        }
+        if let Some(c) = &self.creds {
+            use base64::Engine as _;
+            cmd.env(
+                "NOTARY_AUTH",
+                base64::engine::general_purpose::STANDARD.encode(c),
+            );
         }
         match stdin {
             None => Ok(String::from_utf8_lossy(&run(&mut cmd)?.stdout).into_owned()),
