@@ -42,23 +42,23 @@ pub async fn verify(
     let signers = &policy.rules[rule].signers;
     let mut found = discover::Found::default();
     let mut tally = Tally::default();
+    let verified = |tally: &Tally| Verification::Verified {
+        signers: tally.signers(),
+        checked: tally.checked(),
+        attestations: Vec::new(),
+        fresh_until: None,
+    };
     for c in proved {
         tally.add(signers, c);
     }
-    let cosign = signers.iter().any(|s| !s.is_notary());
-    let steps: &[Step] = if cosign && tally.distinct() < threshold {
+    if tally.distinct() >= threshold {
+        return verified(&tally);
+    }
+    let steps: &[Step] = if signers.iter().any(|s| !s.is_notary()) {
         &[Step::Legacy, Step::Referrers]
     } else {
         &[]
     };
-    if tally.distinct() >= threshold {
-        return Verification::Verified {
-            signers: tally.signers(),
-            checked: tally.checked(),
-            attestations: Vec::new(),
-            fresh_until: None,
-        };
-    }
     for &step in steps {
         let before = found.evidence.len();
         let fetched = match step {
@@ -94,9 +94,7 @@ pub async fn verify(
         )
         .await
         {
-            Ok(checked) => checked
-                .into_iter()
-                .for_each(|c| tally.add(&policy.rules[rule].signers, c)),
+            Ok(checked) => checked.into_iter().for_each(|c| tally.add(signers, c)),
             Err(e) => {
                 return Verification::failed(
                     format!("signature verification failed to run: {e}"),
@@ -106,12 +104,7 @@ pub async fn verify(
             }
         }
         if tally.distinct() >= threshold {
-            return Verification::Verified {
-                signers: tally.signers(),
-                checked: tally.checked(),
-                attestations: Vec::new(),
-                fresh_until: None,
-            };
+            return verified(&tally);
         }
     }
     Verification::failed(

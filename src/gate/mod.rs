@@ -16,8 +16,9 @@
 //! that repository, unless the rule says `per_platform`.
 //!
 //! Results are cached as verdicts keyed by (build, policy fingerprint,
-//! reference, digest), so neither a changed policy nor a fixed verifier
-//! ever reuses an old answer. Everything the gate reads comes through the
+//! reference, digest, and the tag where notary signers count: see
+//! [`verdicts`]), so neither a changed policy nor a fixed verifier ever
+//! reuses an old answer. Everything the gate reads comes through the
 //! [`Source`] and [`Verdicts`] interfaces. Every decision is one audit line
 //! and one count in `portcullis_policy_decisions_total`. This module must not
 //! build HTTP responses.
@@ -31,6 +32,7 @@ mod reload;
 pub mod source;
 pub mod statement;
 pub mod tally;
+mod verdicts;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -50,6 +52,8 @@ use crate::router::{RouteError, Router, Target};
 pub use attest::AttestationResult;
 pub use reload::spawn_reloader;
 pub use source::{Source, SourceError, TooLarge, Verdicts};
+pub use verdicts::build_id;
+use verdicts::{encode, image_kind, verdict_key};
 
 /// Why signatures could not be examined.
 #[derive(Debug, thiserror::Error)]
@@ -226,40 +230,6 @@ impl Verification {
 pub(crate) fn unix_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The identity of this build, part of every verdict key: the version and
-/// a hash of the executable, so a rebuilt verifier never trusts verdicts an
-/// older one made. Computed once (reads the executable: call it from a
-/// blocking context first).
-pub fn build_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        use sha2::Digest as _;
-        let exe = std::env::current_exe().and_then(std::fs::read);
-        match exe {
-            Ok(bytes) => {
-                let hash = sha2::Sha256::digest(&bytes);
-                let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-                format!("{}+{hex}", env!("CARGO_PKG_VERSION"))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the executable to identify this build; verdicts are keyed by the version alone");
-                env!("CARGO_PKG_VERSION").to_owned()
-            }
-        }
-    })
-}
-
-/// Where a verdict is cached: it depends on the build, the policy, the
-/// repository (rules match references), what was checked and the digest.
-fn verdict_key(policy: &Policy, kind: &str, target: &Target, digest: &Digest) -> String {
-    format!(
-        "{} {} {kind} {} {digest}",
-        build_id(),
-        policy.fingerprint,
-        target.reference()
-    )
 }
 
 /// Is this the referrers list under the tag schema (`<alg>-<hex>`)?
@@ -567,16 +537,6 @@ impl Gate {
         }
     }
 
-    /// A cached verification, if it can be used: never once an attestation
-    /// it relied on has aged out.
-    fn cached(&self, key: &str) -> Option<Verification> {
-        let now = unix_secs(self.clock.now());
-        self.verdicts
-            .get(key)
-            .and_then(|v| serde_json::from_slice::<Verification>(&v).ok())
-            .filter(|v| v.fresh_until().is_none_or(|until| now < until))
-    }
-
     /// The artifact check for a manifest that claims to be a signature
     /// artifact, from the verdict cache or fresh; `None` when no rule could
     /// vouch for artifacts in this repository.
@@ -615,10 +575,7 @@ impl Gate {
         requested: &Reference,
         manifest: &Manifest,
     ) -> Verification {
-        let kind = match requested {
-            Reference::Tag(t) if rule.has_notary() => format!("image tag={t}"),
-            _ => "image".to_owned(),
-        };
+        let kind = image_kind(rule, requested);
         let key = verdict_key(policy, &kind, target, &manifest.digest);
         if let Some(v) = self.cached(&key) {
             return v;
@@ -734,76 +691,10 @@ impl Gate {
         fresh
     }
 
-    async fn put_verdicts(&self, entries: Vec<(String, std::time::Duration, Vec<u8>)>) {
-        if let Err(e) = self.verdicts.put(entries).await {
-            // The verdict stands; it is only not remembered.
-            tracing::warn!(error = %crate::error::chain(&*e), "could not cache a policy verdict");
-        }
-    }
-
-    /// Cache a verification (if any) and, when the manifest passed (verified
-    /// or pinned), the coverage of the children an index lists.
-    async fn remember(
-        &self,
-        policy: &Policy,
-        rule: &Rule,
-        target: &Target,
-        manifest: &Manifest,
-        verification: Option<&Verification>,
-        kind: &str,
-    ) {
-        let passed = !matches!(verification, Some(Verification::Failed { .. }));
-        // A verdict that relies on an attestation's freshness lives no longer.
-        let fresh_until = verification.and_then(Verification::fresh_until);
-        let now = unix_secs(self.clock.now());
-        let verdict_ttl = match fresh_until {
-            Some(until) => policy
-                .verdict_ttl
-                .min(std::time::Duration::from_secs(until.saturating_sub(now))),
-            None => policy.verdict_ttl,
-        };
-        if passed && verdict_ttl.is_zero() {
-            return;
-        }
-        let mut entries = Vec::new();
-        if let Some(v) = verification {
-            let ttl = if passed {
-                verdict_ttl
-            } else {
-                policy.failure_ttl
-            };
-            entries.push((
-                verdict_key(policy, kind, target, &manifest.digest),
-                ttl,
-                encode(v),
-            ));
-        }
-        if passed && !rule.per_platform {
-            let covered = Verification::Covered {
-                index: manifest.digest.to_string(),
-                fresh_until,
-            };
-            for child in manifest.parsed.children() {
-                entries.push((
-                    verdict_key(policy, "image", target, &child.digest),
-                    verdict_ttl,
-                    encode(&covered),
-                ));
-            }
-        }
-        if !entries.is_empty() {
-            self.put_verdicts(entries).await;
-        }
-    }
-
     /// The upstream configuration the policy's patterns resolve against.
     fn upstreams(&self) -> &[UpstreamConfig] {
         &self.upstreams
     }
-}
-
-fn encode(v: &Verification) -> Vec<u8> {
-    serde_json::to_vec(v).expect("verdicts serialize")
 }
 
 #[cfg(test)]
@@ -835,11 +726,5 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"x","digest":"{d}","size":1}},"layers":[]}}"#
         ));
         assert!(!referrers_list(&tag("sha256-0123abcd"), &image));
-    }
-
-    #[test]
-    fn verdict_keys_name_the_build() {
-        let key = format!("{} ", build_id());
-        assert!(key.starts_with(env!("CARGO_PKG_VERSION")));
     }
 }
