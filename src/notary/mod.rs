@@ -36,25 +36,6 @@ pub trait TrustState: Send + Sync {
     fn put(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), BoxError>>;
 }
 
-/// Trust state in memory only (for `portcullis verify`'s throwaway runs
-/// and tools that keep nothing).
-#[derive(Default)]
-pub struct MemoryState(Mutex<HashMap<String, Arc<[u8]>>>);
-
-impl TrustState for MemoryState {
-    fn get(&self, key: &str) -> Option<Arc<[u8]>> {
-        self.0.lock().expect("trust state").get(key).cloned()
-    }
-
-    fn put(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), BoxError>> {
-        self.0
-            .lock()
-            .expect("trust state")
-            .insert(key, Arc::from(value.as_slice()));
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// Why a repository's trust data cannot vouch for anything.
 #[derive(Debug, thiserror::Error)]
 pub enum NotaryError {

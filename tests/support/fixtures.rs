@@ -614,6 +614,23 @@ impl MemoryVerdicts {
     }
 }
 
+/// The same map keeps trust state for notary signers (the fixture gate is
+/// offline: nothing is ever fetched into it).
+impl portcullis::notary::TrustState for MemoryVerdicts {
+    fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+
+    fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), portcullis::cache::fill::BoxError>> {
+        self.0.lock().unwrap().insert(key, Arc::from(value));
+        Box::pin(async { Ok(()) })
+    }
+}
+
 impl Verdicts for MemoryVerdicts {
     fn get(&self, key: &str) -> Option<Arc<[u8]>> {
         self.0.lock().unwrap().get(key).cloned()
@@ -851,7 +868,7 @@ pub fn decide_with(
         verdicts: Arc::new(verdicts),
         router: Arc::new(Router::new(&upstreams())),
         notary: Arc::new(portcullis::notary::Notary::new(
-            Arc::new(portcullis::notary::MemoryState::default()),
+            Arc::new(MemoryVerdicts::default()),
             true,
             Metrics::new(),
             Clock::system(),

@@ -178,11 +178,6 @@ impl Root {
             .get(name)
             .ok_or_else(|| malformed("root", format!("no {name} role")))
     }
-
-    /// The expiry of the root and of every certificate its root role uses.
-    pub fn valid_until(&self) -> SystemTime {
-        self.expires
-    }
 }
 
 /// Parse root.json and check it is signed by a threshold of its own root keys.
