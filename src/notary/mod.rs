@@ -239,50 +239,34 @@ impl Notary {
             let client = self.client(server)?;
             Some(fetch(&client, gun, kept).await)
         };
+        // Kept files decide only when the server cannot be asked.
+        let fallback = |none_kept: NotaryError| match kept {
+            Some(files) => Ok((files.clone(), true)),
+            None => Err(none_kept),
+        };
+        let gun_owned = || gun.to_owned();
         let (files, from_cache) = match fetched {
             Some(Ok(Some(files))) => (files, false),
-            Some(Ok(None)) => {
-                return Err(NotaryError::NoTrustData {
-                    gun: gun.to_owned(),
-                });
-            }
-            Some(Err(e)) if e.is_unavailable() => match kept {
-                Some(files) => (files.clone(), true),
-                None => {
-                    return Err(NotaryError::Unreachable {
-                        gun: gun.to_owned(),
-                        source: e,
-                    });
-                }
-            },
+            Some(Ok(None)) => return Err(NotaryError::NoTrustData { gun: gun_owned() }),
+            Some(Err(e)) if e.is_unavailable() => fallback(NotaryError::Unreachable {
+                gun: gun_owned(),
+                source: e,
+            })?,
             Some(Err(e)) => {
                 return Err(NotaryError::Fetch {
-                    gun: gun.to_owned(),
+                    gun: gun_owned(),
                     source: e,
                 });
             }
-            None => match kept {
-                Some(files) => (files.clone(), true),
-                None => {
-                    return Err(NotaryError::Offline {
-                        gun: gun.to_owned(),
-                    });
-                }
-            },
+            None => fallback(NotaryError::Offline { gun: gun_owned() })?,
         };
         let now = self.clock.now();
         let (name, pinned_key) = (root_name.to_owned(), pinned.clone());
         let (seen, previous) = (record.versions.clone(), kept.map(|f| f.root.clone()));
-        let checked_files = files.clone();
-        let verified = tokio::task::spawn_blocking(move || {
-            verify_anchored(
-                &checked_files,
-                &name,
-                &pinned_key,
-                previous.as_deref(),
-                &seen,
-                now,
-            )
+        let (verified, files) = tokio::task::spawn_blocking(move || {
+            let verified =
+                verify_anchored(&files, &name, &pinned_key, previous.as_deref(), &seen, now);
+            (verified, files)
         })
         .await
         .map_err(NotaryError::Task)?;
@@ -302,23 +286,16 @@ impl Notary {
             }
         };
         if !from_cache {
-            let mut recent = self.recent.lock().expect("recent trust data");
-            if recent.len() >= RECENT {
-                recent.clear();
-            }
-            recent.insert(key.clone(), (ticket, pin.clone(), repository.clone()));
-        }
-        if !from_cache {
             let mut versions = record.versions.clone();
             versions.merge(&repository.versions);
             let updated = Record {
                 versions,
                 files: Some(files),
-                pin,
+                pin: pin.clone(),
             };
             if updated != record {
                 let bytes = serde_json::to_vec(&updated).expect("trust state serializes");
-                if let Err(e) = self.state.put(key, bytes).await {
+                if let Err(e) = self.state.put(key.clone(), bytes).await {
                     // Without the versions kept, a later rollback to this
                     // very state could not be told apart: refuse.
                     tracing::warn!(error = %crate::error::chain(&*e), %gun, "could not keep notary trust state");
@@ -327,6 +304,12 @@ impl Notary {
                     });
                 }
             }
+            // Kept: lookups that waited on this fetch may take its result.
+            let mut recent = self.recent.lock().expect("recent trust data");
+            if recent.len() >= RECENT {
+                recent.clear();
+            }
+            recent.insert(key, (ticket, pin, repository.clone()));
         }
         Ok(Verified {
             repository,
