@@ -261,7 +261,7 @@ fn gate_cached(c: &mut Criterion) {
         let manifest = Manifest::check(&Digest::of(Algorithm::Sha256, &bytes), bytes, None).unwrap();
         // The first check cannot reach the (closed) upstream for signatures:
         // it is refused, and that verdict is cached for failure_ttl.
-        let first = gate.check(&target, &Reference::Tag("v1".parse().unwrap()), &manifest).await;
+        let first = gate.check(&target, &Reference::Tag("v1".parse().unwrap()), &manifest, None).await;
         assert_eq!(first.outcome, Outcome::Denied, "{}", first.message());
         (gate, target, manifest)
     });
@@ -269,7 +269,7 @@ fn gate_cached(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy gate");
     g.bench_function("check with a cached verdict", |b| {
         b.iter(|| {
-            let d = rt.block_on(gate.check(&target, &reference, &manifest));
+            let d = rt.block_on(gate.check(&target, &reference, &manifest, None));
             assert_eq!(d.outcome, Outcome::Denied);
             black_box(d)
         })

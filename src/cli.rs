@@ -486,7 +486,7 @@ async fn verify(config: &Config, image: &str) -> Result<Decision, VerifyError> {
             clock.clone(),
         )
         .await;
-        Ok(gate.check(&target, &reference, &manifest).await)
+        Ok(gate.check(&target, &reference, &manifest, None).await)
     }
     .await;
     scratch.close().await;

@@ -11,10 +11,11 @@
 use std::error::Error;
 use std::fmt::Write as _;
 
-use http::header::{CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
 use crate::api::ApiError;
+use crate::auth::AuthError;
 use crate::cache::CacheError;
 use crate::manifest::ManifestError;
 use crate::router::{Endpoint, RouteError};
@@ -31,6 +32,7 @@ pub enum Code {
     NameUnknown,
     SizeInvalid,
     Denied,
+    Unauthorized,
     Unsupported,
     TooManyRequests,
 }
@@ -46,6 +48,7 @@ impl Code {
             Code::NameUnknown => "NAME_UNKNOWN",
             Code::SizeInvalid => "SIZE_INVALID",
             Code::Denied => "DENIED",
+            Code::Unauthorized => "UNAUTHORIZED",
             Code::Unsupported => "UNSUPPORTED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
         }
@@ -130,6 +133,21 @@ pub fn render(err: &ApiError, endpoint: Option<&Endpoint>) -> Rendered {
             (StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestInvalid)
         }
         ApiError::Import(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Unsupported),
+        ApiError::Auth(e) => match e {
+            AuthError::Unauthorized { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.push((WWW_AUTHENTICATE, v));
+                }
+                (StatusCode::UNAUTHORIZED, Code::Unauthorized)
+            }
+            AuthError::Forbidden { .. } => (StatusCode::FORBIDDEN, Code::Denied),
+            AuthError::RateLimited { retry_after } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                    headers.push((RETRY_AFTER, v));
+                }
+                (StatusCode::TOO_MANY_REQUESTS, Code::TooManyRequests)
+            }
+        },
     };
     Rendered {
         status,

@@ -13,6 +13,7 @@
 
 pub mod airgap;
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod clock;

@@ -59,6 +59,11 @@ struct NotaryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -86,6 +91,7 @@ struct Inner {
     decisions: Family<DecisionLabels, Counter>,
     attestations: Family<AttestationLabels, Counter>,
     notary: Family<NotaryLabels, Counter>,
+    auth_failures: Family<AuthLabels, Counter>,
     corrupt_objects: Counter,
     scrubbed_bytes: Counter,
     index_writable: Gauge,
@@ -232,6 +238,12 @@ impl Metrics {
             "Docker Content Trust lookups by Notary server and outcome: fetched (verified from the server), reused (taken from a fetch that began while the lookup waited for it), kept (the server unreachable or offline: kept trust data decided), refused (none usable)",
             notary.clone(),
         );
+        let auth_failures = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by [auth], by reason: unknown_user, bad_password, bad_token, expired_token, bad_header, scope (a token without this repository), forbidden (signed in, not allowed this image), rate_limited (too many failed logins from the address)",
+            auth_failures.clone(),
+        );
         let corrupt_objects = Counter::default();
         registry.register(
             "cache_corrupt_objects",
@@ -291,6 +303,7 @@ impl Metrics {
             decisions,
             attestations,
             notary,
+            auth_failures,
             corrupt_objects,
             scrubbed_bytes,
             index_writable,
@@ -401,6 +414,14 @@ impl Metrics {
                 outcome,
                 requirement: requirement.to_owned(),
             })
+            .inc();
+    }
+
+    /// A request refused by `[auth]` (see `auth_failures`).
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.0
+            .auth_failures
+            .get_or_create(&AuthLabels { reason })
             .inc();
     }
 

@@ -30,6 +30,8 @@ pub enum Endpoint {
     Metrics,
     /// `GET /v2/`
     ApiBase,
+    /// `GET /token`: the token endpoint of `[auth]`.
+    Token,
     Manifest(Reference),
     Blob(Digest),
     TagsList,
@@ -178,6 +180,9 @@ impl Router {
             "/readyz" => return simple(Endpoint::Readyz),
             "/metrics" => return simple(Endpoint::Metrics),
             "/v2" | "/v2/" => return simple(Endpoint::ApiBase),
+            // Clients try OAuth2's POST first and take 404 as "use GET".
+            "/token" if method == Method::POST => return Err(RouteError::NotFound),
+            "/token" => return simple(Endpoint::Token),
             _ => {}
         }
         let rest = path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?;

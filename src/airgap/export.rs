@@ -278,7 +278,7 @@ impl Exporter {
                         source: Box::new(source),
                     })?;
             if let Some(gate) = &self.gate {
-                let decision = gate.check(&target, &reference, &manifest).await;
+                let decision = gate.check(&target, &reference, &manifest, None).await;
                 if !decision.outcome.serves() {
                     report.refused.push((image.clone(), decision.message()));
                     if !opts.unverified {

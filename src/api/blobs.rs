@@ -6,6 +6,7 @@ use http::header::{
 use http::{HeaderValue, Response, StatusCode};
 
 use super::{ApiError, App, CONTENT_DIGEST, Reply, empty, header, not_modified, streaming};
+use crate::cache::Held;
 use crate::digest::Digest;
 use crate::media::OCTET_STREAM;
 use crate::reference::Reference;
@@ -65,6 +66,7 @@ impl App {
         digest: &Digest,
         head: bool,
         headers: &HeaderMap,
+        client: Option<&str>,
     ) -> Result<Reply, ApiError> {
         // The blob endpoint is no way around the gate: a digest the cache
         // holds as a manifest is served here only if that manifest would be
@@ -72,8 +74,10 @@ impl App {
         if let Some(gate) = &self.gate
             && let Some(m) = self.cache.cached_manifest(digest).await?
         {
+            // Not even the decision says anything about another repository's content.
+            self.cache.check_held(target, digest, Held::Blob).await?;
             let decision = gate
-                .check(target, &Reference::Digest(digest.clone()), &m)
+                .check(target, &Reference::Digest(digest.clone()), &m, client)
                 .await;
             if !decision.outcome.serves() {
                 return Err(ApiError::Denied(Box::new(decision)));

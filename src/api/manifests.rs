@@ -57,6 +57,7 @@ impl App {
         reference: &Reference,
         head: bool,
         headers: &HeaderMap,
+        client: Option<&str>,
     ) -> Result<Reply, ApiError> {
         let (m, result) = self.cache.manifest(target, reference).await?;
         if !accepts(headers, m.media_type()) {
@@ -64,7 +65,7 @@ impl App {
         }
         // The gate sees the exact bytes about to be served.
         let decision = match &self.gate {
-            Some(gate) => Some(gate.check(target, reference, &m).await),
+            Some(gate) => Some(gate.check(target, reference, &m, client).await),
             None => None,
         };
         if let Some(d) = &decision

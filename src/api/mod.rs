@@ -11,6 +11,7 @@
 //! and nowhere else. This module must not fetch, store or verify content
 //! itself.
 
+mod access;
 mod blobs;
 mod lists;
 mod manifests;
@@ -27,6 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::Frame;
 
+use crate::auth::Auth;
 use crate::cache::fill::{BoxError, ByteStream};
 use crate::cache::{Cache, CacheError};
 use crate::error::{Rendered, render};
@@ -34,6 +36,7 @@ use crate::gate::{Decision, Gate};
 use crate::metrics::{CacheResult, Metrics};
 use crate::reference::RegistryHost;
 use crate::router::{Endpoint, Route, RouteError, Router};
+use access::Admitted;
 
 /// Response body type of the whole server.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -60,6 +63,8 @@ pub enum ApiError {
     Overloaded,
     #[error("import failed")]
     Import(#[source] Box<crate::airgap::import::ImportError>),
+    #[error("not allowed")]
+    Auth(#[source] crate::auth::AuthError),
 }
 
 impl From<CacheError> for ApiError {
@@ -74,6 +79,8 @@ pub struct RequestInfo {
     pub route: &'static str,
     pub cache: Option<CacheResult>,
     pub upstream: Option<RegistryHost>,
+    /// Who asked (`[auth]`): a user, `cn:<CN>`, or `None` for nobody.
+    pub client: Option<String>,
     /// The error chain, for failed requests.
     pub error: Option<String>,
 }
@@ -120,6 +127,7 @@ fn route_label(endpoint: Option<&Endpoint>) -> &'static str {
         Some(Endpoint::Readyz) => "readyz",
         Some(Endpoint::Metrics) => "metrics",
         Some(Endpoint::ApiBase) => "base",
+        Some(Endpoint::Token) => "token",
         Some(Endpoint::Manifest(_)) => "manifest",
         Some(Endpoint::Blob(_)) => "blob",
         Some(Endpoint::TagsList) => "tags",
@@ -149,8 +157,16 @@ pub struct App {
     router: Arc<Router>,
     cache: Cache,
     gate: Option<Arc<Gate>>,
+    auth: Option<Arc<Auth>>,
     metrics: Metrics,
     draining: AtomicBool,
+}
+
+/// Which listener a request came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    Main,
+    Admin,
 }
 
 impl App {
@@ -158,12 +174,14 @@ impl App {
         router: Arc<Router>,
         cache: Cache,
         gate: Option<Arc<Gate>>,
+        auth: Option<Arc<Auth>>,
         metrics: Metrics,
     ) -> App {
         App {
             router,
             cache,
             gate,
+            auth,
             metrics,
             draining: AtomicBool::new(false),
         }
@@ -182,13 +200,30 @@ impl App {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Answer one request. Never fails: errors become OCI error responses.
+    /// Answer one request on the main listener. Never fails: errors
+    /// become OCI error responses.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        self.answer(req, Listener::Main).await
+    }
+
+    async fn answer<B>(&self, req: Request<B>, listener: Listener) -> Response<Body> {
         let (parts, _body) = req.into_parts();
         let routed = self.router.route(&parts.method, &parts.uri);
+        let mut client = None;
         let (route, result) = match routed {
             Ok(route) => {
-                let result = self.dispatch(&route, &parts.method, &parts.headers).await;
+                let result = match self.admit(&route, &parts, listener).await {
+                    Ok(Admitted::Caller(c)) => {
+                        client = c.identity().map(str::to_owned);
+                        self.dispatch(&route, &parts.method, &parts.headers, client.as_deref())
+                            .await
+                    }
+                    Ok(Admitted::Answered(reply, c)) => {
+                        client = c.identity().map(str::to_owned);
+                        Ok(reply)
+                    }
+                    Err(e) => Err(e),
+                };
                 (Some(route), result)
             }
             Err(e) => (None, Err(ApiError::Route(e))),
@@ -199,6 +234,7 @@ impl App {
             route: route_label(endpoint),
             cache: None,
             upstream: target.map(|t| t.registry.clone()),
+            client,
             error: None,
         };
         let mut response = match result {
@@ -231,7 +267,7 @@ impl App {
     pub async fn handle_admin<B>(&self, req: Request<B>, local: bool) -> Response<Body> {
         let head = req.method() == Method::HEAD;
         match req.uri().path() {
-            "/metrics" | "/healthz" | "/readyz" => self.handle(req).await,
+            "/metrics" | "/healthz" | "/readyz" => self.answer(req, Listener::Admin).await,
             "/admin/import" if local => match self.admin_import(&req).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -300,6 +336,7 @@ impl App {
         route: &Route,
         method: &Method,
         headers: &http::HeaderMap,
+        client: Option<&str>,
     ) -> Result<Reply, ApiError> {
         let head = method == Method::HEAD;
         match (&route.endpoint, &route.target) {
@@ -338,9 +375,11 @@ impl App {
                 Ok(Reply::new(r, None))
             }
             (Endpoint::Manifest(reference), Some(t)) => {
-                self.manifest(t, reference, head, headers).await
+                self.manifest(t, reference, head, headers, client).await
             }
-            (Endpoint::Blob(digest), Some(t)) => self.blob(t, digest, head, headers).await,
+            // Answered by `admit` when [auth] exists.
+            (Endpoint::Token, _) => Err(ApiError::Route(RouteError::NotFound)),
+            (Endpoint::Blob(digest), Some(t)) => self.blob(t, digest, head, headers, client).await,
             (Endpoint::TagsList, Some(t)) => self.tags(t, &route.query).await,
             (Endpoint::Referrers(digest), Some(t)) => self.referrers(t, digest, &route.query).await,
             (_, None) => Err(ApiError::Route(RouteError::NotFound)),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::fill::{ByteStream, Fill, FillProducer, Origin, VerifyRead, published};
 use super::flight::{Join, Ticket};
+use super::holdings::Kind;
 use super::index::PinGuard;
 use super::{Cache, CacheError};
 use crate::digest::Digest;
@@ -115,6 +116,7 @@ impl Cache {
                 let Some((info, pin)) = self.0.index.pin(digest) else {
                     return Err(CacheError::Offline);
                 };
+                self.check_held(target, digest, Kind::Blob).await?;
                 return self
                     .open_published(digest, info.size, pin)
                     .await?
@@ -130,12 +132,16 @@ impl Cache {
             );
             match join {
                 Join::Cached((info, pin)) => {
+                    self.check_held(target, digest, Kind::Blob).await?;
                     if let Some(blob) = self.open_published(digest, info.size, pin).await? {
                         return Ok(blob);
                     }
                 }
                 Join::Follow(fill) => match fill.ready().await {
                     Ok(size) => {
+                        if fill.origin != origin {
+                            self.check_held(target, digest, Kind::Blob).await?;
+                        }
                         return Ok(Blob {
                             size,
                             result: CacheResult::Coalesced,
@@ -203,11 +209,13 @@ impl Cache {
         digest: &Digest,
     ) -> Result<(u64, CacheResult), CacheError> {
         if let Some(info) = self.0.index.get(digest) {
+            self.check_held(target, digest, Kind::Blob).await?;
             return Ok((info.size, CacheResult::Hit));
         }
         if let Some(fill) = self.0.blob_fills.get(digest)
             && let Ok(Some(size)) = fill.ready().await
         {
+            self.check_held(target, digest, Kind::Blob).await?;
             return Ok((size, CacheResult::Coalesced));
         }
         if self.0.offline {
@@ -232,6 +240,13 @@ impl Cache {
         match self.download(&target, &digest, &producer).await {
             Ok((reader, size, pin)) => {
                 producer.done(reader, size, pin);
+                // Fetched through this repository: it holds the blob.
+                if let Err(e) = self
+                    .record_held(&target, std::slice::from_ref(&digest))
+                    .await
+                {
+                    tracing::warn!(%digest, error = %crate::error::chain(&e), "cannot record the blob's repository");
+                }
                 drop(ticket);
             }
             Err(e) => {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
+use super::holdings::Kind;
 use super::index::{TagEntry, TagKey, TagName};
 use super::{Cache, CacheError};
 use crate::digest::{Algorithm, Digest};
@@ -45,8 +46,19 @@ pub type SharedManifest = Shared<BoxFuture<'static, Result<Arc<ManifestOutcome>,
 const RACE_RETRIES: usize = 3;
 
 impl Cache {
-    /// A manifest by tag or digest.
+    /// A manifest by tag or digest. With `[auth]`, the repository is
+    /// recorded as holding it and what it references.
     pub async fn manifest(
+        &self,
+        target: &Target,
+        reference: &Reference,
+    ) -> Result<(Manifest, CacheResult), CacheError> {
+        let (m, result) = self.find_manifest(target, reference).await?;
+        self.record_manifest_held(target, &m).await?;
+        Ok((m, result))
+    }
+
+    async fn find_manifest(
         &self,
         target: &Target,
         reference: &Reference,
@@ -55,6 +67,7 @@ impl Cache {
             let attempt = match reference {
                 Reference::Digest(d) => {
                     if let Some(m) = self.local_manifest(d).await? {
+                        self.check_held(target, d, Kind::Manifest).await?;
                         return Ok((m, CacheResult::Hit));
                     }
                     if self.0.offline {
@@ -253,7 +266,10 @@ impl Cache {
         let upstream = self.0.upstreams.get(target.upstream);
         if let Some((entry, manifest)) = cached {
             // HEAD does not count against Docker Hub's pull limit.
-            match upstream.head_manifest(&target.repo, tag).await? {
+            match upstream
+                .head_manifest(&target.repo, &Reference::Tag(tag.clone()))
+                .await?
+            {
                 Some(d) if d == entry.digest => {
                     self.record_tag(key, &d).await?;
                     return Ok(ManifestOutcome {

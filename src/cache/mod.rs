@@ -17,6 +17,8 @@ pub mod blobs;
 mod evict;
 pub mod fill;
 pub mod flight;
+mod holdings;
+pub use holdings::Kind as Held;
 pub mod hot;
 mod imports;
 pub mod index;
@@ -119,6 +121,8 @@ struct Inner {
     max_size: u64,
     /// Re-hash cached blobs served whole.
     verify_reads: bool,
+    /// `[auth]`: serve objects only through repositories that hold them.
+    check_holdings: bool,
     blob_fills: Flights<Digest, Arc<Fill>>,
     manifest_flights: Flights<ManifestKey, SharedManifest>,
     /// Recently served manifests, in memory.
@@ -177,6 +181,7 @@ impl Cache {
             tag_ttl: config.cache.tag_ttl,
             max_size: config.cache.max_size,
             verify_reads: config.cache.verify_reads,
+            check_holdings: config.auth.is_some(),
             blob_fills: Flights::default(),
             manifest_flights: Flights::default(),
             hot: HotManifests::new(config.cache.manifest_memory),

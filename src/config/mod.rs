@@ -8,6 +8,7 @@
 //! Secrets read here are wrapped in [`Secret`] so they never reach a log line.
 //! This module must not open sockets or the cache.
 
+mod auth;
 pub mod units;
 mod upstream;
 
@@ -22,6 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 use crate::reference::NameError;
+pub use auth::{AccessConfig, AuthConfig, TokenKey};
 use units::{UnitError, parse_duration, parse_size};
 use upstream::RawUpstream;
 pub use upstream::{Credentials, Secret, UpstreamConfig, server_transport};
@@ -106,6 +108,7 @@ struct RawConfig {
     max_connections: Option<usize>,
     policy: Option<PathBuf>,
     tls: Option<RawTls>,
+    auth: Option<auth::RawAuth>,
     #[serde(default)]
     cache: RawCache,
     #[serde(default, rename = "upstream")]
@@ -171,6 +174,8 @@ pub struct Config {
     /// The signature policy file; without one every image is served unchecked.
     pub policy: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
+    /// `None`: an open mirror (every client may pull everything).
+    pub auth: Option<AuthConfig>,
     pub cache: CacheConfig,
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -354,6 +359,10 @@ impl RawConfig {
                 Ok(TlsConfig { cert_chain, key })
             })
             .transpose()?;
+        let auth = self
+            .auth
+            .map(|a| a.validate(base, tls.is_some()))
+            .transpose()?;
         let cache = CacheConfig {
             max_size: size(
                 "cache.max_size",
@@ -431,6 +440,7 @@ impl RawConfig {
             max_connections: self.max_connections,
             policy,
             tls,
+            auth,
             cache,
             upstreams,
         })

@@ -328,12 +328,14 @@ impl Gate {
         *self.policy.write().expect("policy lock") = Arc::new(policy);
     }
 
-    /// Decide whether `manifest`, asked for as `requested` in `target`, may be served.
+    /// Decide whether `manifest`, asked for as `requested` in `target`, may
+    /// be served; `client` is who asked (`[auth]`), for the audit line.
     pub async fn check(
         &self,
         target: &Target,
         requested: &Reference,
         manifest: &Manifest,
+        client: Option<&str>,
     ) -> Decision {
         let decision = self.decide(target, requested, manifest).await;
         self.metrics.policy_decision(
@@ -352,6 +354,7 @@ impl Gate {
             reason = %decision.reason,
             signers = %decision.signers.join(", "),
             checked = decision.checked,
+            client = client.unwrap_or("-"),
             "policy decision"
         );
         decision

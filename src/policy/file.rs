@@ -283,14 +283,7 @@ pub(super) fn parse(
 
     let notaries = super::notary::servers(raw.notary, base, &resolve, &mut fp)?;
 
-    let canonical = |name: &str| -> Option<(String, bool)> {
-        upstreams.iter().find_map(|u| {
-            let known = std::iter::once(&u.name)
-                .chain(&u.aliases)
-                .any(|n| n.as_str() == name);
-            known.then(|| (u.name.to_string(), u.is_docker_hub()))
-        })
-    };
+    let canonical = super::pattern::canonical_in(upstreams);
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (i, r) in raw.rules.into_iter().enumerate() {

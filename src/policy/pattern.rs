@@ -41,6 +41,21 @@ pub enum PatternError {
     Regex(#[source] regex::Error),
 }
 
+/// The canonical registry name (and whether Docker Hub's `library/` rule
+/// applies) for a registry name as written in a pattern, from the upstreams.
+pub fn canonical_in(
+    upstreams: &[crate::config::UpstreamConfig],
+) -> impl Fn(&str) -> Option<(String, bool)> + '_ {
+    move |name: &str| {
+        upstreams.iter().find_map(|u| {
+            let known = std::iter::once(&u.name)
+                .chain(&u.aliases)
+                .any(|n| n.as_str() == name);
+            known.then(|| (u.name.to_string(), u.is_docker_hub()))
+        })
+    }
+}
+
 /// A glob over normalized image references.
 #[derive(Clone)]
 pub struct ImagePattern {

@@ -135,6 +135,7 @@ impl Line {
             .and_then(|i| i.upstream.as_ref())
             .map(|u| u.to_string());
         let error = self.info.as_ref().and_then(|i| i.error.as_deref());
+        let client = self.info.as_ref().and_then(|i| i.client.as_deref());
         tracing::info!(
             target: "portcullis::access",
             method = %self.method,
@@ -144,6 +145,7 @@ impl Line {
             complete,
             cache = cache.map_or("-", |c| c.as_str()),
             upstream = upstream.as_deref().unwrap_or("-"),
+            client = client.unwrap_or("-"),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             error,
             "request"

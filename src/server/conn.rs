@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::Body;
+use crate::auth::Peer;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How often to look again at a client that sent part of the h2 preface.
@@ -75,6 +76,27 @@ async fn sniff(stream: &TcpStream, deadline: Instant) -> Option<Proto> {
     }
 }
 
+/// Puts the connection's [`Peer`] on every request it carries.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: Peer,
+}
+
+impl<S> Service<Request<Incoming>> for WithPeer<S>
+where
+    S: Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer.clone());
+        self.inner.call(req)
+    }
+}
+
 /// Serve `stream` with `service` until it closes (or graceful shutdown).
 pub async fn serve<S>(
     stream: TcpStream,
@@ -90,10 +112,18 @@ pub async fn serve<S>(
     S::Future: Send + 'static,
 {
     let deadline = Instant::now() + limits.header_read_timeout;
+    let mut peer = Peer {
+        addr: stream.peer_addr().ok(),
+        certificate_cn: None,
+    };
     match tls {
         None => {
             let Some(proto) = sniff(&stream, deadline).await else {
                 return;
+            };
+            let service = WithPeer {
+                inner: service,
+                peer,
             };
             run(stream, proto, service, limits, watcher).await;
         }
@@ -102,9 +132,19 @@ pub async fn serve<S>(
             else {
                 return;
             };
-            let proto = match stream.get_ref().1.alpn_protocol() {
+            let session = stream.get_ref().1;
+            let proto = match session.alpn_protocol() {
                 Some(b"h2") => Proto::H2,
                 _ => Proto::Http1,
+            };
+            // Present only when the handshake verified it against client_ca.
+            peer.certificate_cn = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(super::tls::certificate_cn);
+            let service = WithPeer {
+                inner: service,
+                peer,
             };
             run(stream, proto, service, limits, watcher).await;
         }

@@ -68,6 +68,8 @@ pub enum ServerError {
     Tls(#[source] rustls::Error),
     #[error("invalid policy")]
     Policy(#[source] crate::policy::PolicyError),
+    #[error("cannot set up client authentication")]
+    Auth(#[source] crate::auth::SetupError),
 }
 
 /// Which connections a service answers.
@@ -164,11 +166,39 @@ pub async fn bind_with(config: &Config, clock: Clock) -> Result<Bound, ServerErr
             Some(gate)
         }
     };
-    let app = Arc::new(App::new(router, cache, gate, metrics));
+    let auth = match &config.auth {
+        None => {
+            warn_if_open(config);
+            None
+        }
+        Some(cfg) => {
+            let (cfg, upstreams, tls, m, c) = (
+                cfg.clone(),
+                config.upstreams.clone(),
+                config.tls.is_some(),
+                metrics.clone(),
+                clock.clone(),
+            );
+            let auth = tokio::task::spawn_blocking(move || {
+                crate::auth::Auth::new(&cfg, &upstreams, tls, m, c)
+            })
+            .await
+            .map_err(|e| ServerError::Cache(CacheError::Task(e)))?
+            .map_err(ServerError::Auth)?;
+            auth.spawn_reloader();
+            tracing::info!(
+                users = auth.users(),
+                client_certificates = !cfg_client_ca(config).is_empty(),
+                "client authentication on"
+            );
+            Some(Arc::new(auth))
+        }
+    };
+    let app = Arc::new(App::new(router, cache, gate, auth, metrics));
     let tls = config
         .tls
         .as_ref()
-        .map(tls::acceptor)
+        .map(|t| tls::acceptor(t, cfg_client_ca(config)))
         .transpose()
         .map_err(ServerError::Tls)?;
     let listen = |addr: SocketAddr| async move {
@@ -192,6 +222,28 @@ pub async fn bind_with(config: &Config, clock: Clock) -> Result<Bound, ServerErr
             .max_connections
             .unwrap_or_else(conn::default_max_connections),
     })
+}
+
+fn cfg_client_ca(config: &Config) -> &[rustls::pki_types::CertificateDer<'static>] {
+    config.auth.as_ref().map_or(&[], |a| a.client_ca.as_slice())
+}
+
+/// Without `[auth]`, anyone who reaches the port pulls with the upstreams'
+/// credentials: say so when that is more than this machine.
+fn warn_if_open(config: &Config) {
+    let private: Vec<String> = config
+        .upstreams
+        .iter()
+        .filter(|u| u.credentials.is_some())
+        .map(|u| u.name.to_string())
+        .collect();
+    if !config.listen.ip().is_loopback() && !private.is_empty() {
+        tracing::warn!(
+            listen = %config.listen,
+            upstreams = %private.join(","),
+            "no [auth]: every client that reaches this address pulls with these upstreams' credentials; add [auth] (docs/auth.md)"
+        );
+    }
 }
 
 impl Bound {

@@ -310,14 +310,15 @@ impl Upstream {
         }
     }
 
-    /// `HEAD /v2/<repo>/manifests/<tag>`: the digest the tag points to now.
-    /// `None` when the upstream does not send `Docker-Content-Digest`.
+    /// `HEAD /v2/<repo>/manifests/<reference>`: the digest a tag points to
+    /// now (or that the repository has a digest). `None` when the upstream
+    /// does not send `Docker-Content-Digest`.
     pub async fn head_manifest(
         &self,
         repo: &RepoName,
-        tag: &Tag,
+        reference: &Reference,
     ) -> Result<Option<Digest>, UpstreamError> {
-        let path = format!("/v2/{repo}/manifests/{tag}");
+        let path = format!("/v2/{repo}/manifests/{reference}");
         let resp = self
             .request(Method::HEAD, &path, Some(MANIFEST_ACCEPT), repo)
             .await?;

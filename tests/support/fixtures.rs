@@ -878,7 +878,7 @@ pub fn decide_with(
     });
     let m = Manifest::check(&sha256(manifest), manifest.to_vec().into(), None)
         .expect("the manifest parses");
-    runtime().block_on(gate.check(&target(), &Reference::Digest(m.digest.clone()), &m))
+    runtime().block_on(gate.check(&target(), &Reference::Digest(m.digest.clone()), &m, None))
 }
 
 #[track_caller]

@@ -14,11 +14,12 @@
 //! and a fresh one created, and the caller rebuilds it from the objects on
 //! disk. This module must not touch object bytes or upstreams.
 
+mod holdings;
 mod trust;
 mod verdicts;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -138,6 +139,9 @@ struct Mem {
     verdicts: HashMap<String, (u64, Arc<[u8]>)>,
     /// Trust state (Notary versions and files), never expired.
     trust: HashMap<String, Arc<[u8]>>,
+    /// Repositories known to hold each object (`[auth]`).
+    holdings: HashMap<Digest, HashSet<Arc<str>>>,
+    holding_pairs: usize,
     total: u64,
     /// Strictly increasing access stamp (ms since the epoch, bumped on ties).
     stamp: u64,
@@ -287,6 +291,7 @@ fn load_inner(path: &Path, time: &Clock) -> Result<(Database, Mem), redb::Error>
         tx.open_table(TAGS)?;
         tx.open_table(VERDICTS)?;
         tx.open_table(trust::TRUST)?;
+        tx.open_table(holdings::HOLDINGS)?;
         tx.commit()?;
         let mut mem = Mem {
             time: time.clone(),
@@ -338,6 +343,7 @@ fn load_inner(path: &Path, time: &Clock) -> Result<(Database, Mem), redb::Error>
             let (k, v) = row?;
             mem.trust.insert(k.value().to_owned(), Arc::from(v.value()));
         }
+        holdings::load(&tx, &mut mem)?;
         drop(tx);
         Ok((db, mem))
     }
@@ -562,13 +568,14 @@ impl Index {
                     mem.total -= e.info.size;
                 }
             }
+            mem.forget_holdings(&digests);
         }
         self.write(move |tx| {
             let mut t = tx.open_table(OBJECTS)?;
             for d in &digests {
                 t.remove(d.to_string().as_str())?;
             }
-            Ok(())
+            holdings::forget(tx, &digests)
         })
         .await
     }

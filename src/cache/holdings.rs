@@ -1,0 +1,110 @@
+//! With `[auth]`, objects are served only through repositories that hold
+//! them: a blob cached for a private repository must not come out through
+//! a public repository's path (`/v2/public/app/blobs/<private digest>`).
+//!
+//! A repository holds what its manifests reference (recorded when a
+//! manifest is served through it) and what the upstream returned through
+//! it. An object cached or being fetched for another repository is served
+//! through this one only once the index says this one holds it, or the
+//! upstream confirms it with a `HEAD` through this repository; offline, an
+//! object not known to be held is unknown. Without `[auth]` nothing is
+//! recorded or checked (every client may pull everything anyway). This
+//! module must not decide who may pull a repository.
+
+use super::{Cache, CacheError};
+use crate::digest::Digest;
+use crate::manifest::Manifest;
+use crate::reference::Reference;
+use crate::router::Target;
+use crate::upstream::UpstreamError;
+
+/// What is asked for through a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Blob,
+    Manifest,
+}
+
+impl Cache {
+    /// Whether `target`'s repository may be served `digest` from what is
+    /// cached or being fetched for others.
+    pub async fn check_held(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        kind: Kind,
+    ) -> Result<(), CacheError> {
+        if !self.0.check_holdings {
+            return Ok(());
+        }
+        let repository = target.reference();
+        if self.0.index.holds(digest, &repository) {
+            return Ok(());
+        }
+        let unknown = || match kind {
+            Kind::Blob => CacheError::BlobUnknown,
+            Kind::Manifest => CacheError::ManifestUnknown,
+        };
+        if self.0.offline {
+            return Err(unknown());
+        }
+        let upstream = self.0.upstreams.get(target.upstream);
+        let answer = match kind {
+            Kind::Blob => upstream.head_blob(&target.repo, digest).await.map(|_| ()),
+            Kind::Manifest => upstream
+                .head_manifest(&target.repo, &Reference::Digest(digest.clone()))
+                .await
+                .and_then(|d| match d {
+                    // A registry that names another digest does not hold this one.
+                    Some(d) if d != *digest => Err(UpstreamError::NotFound {
+                        upstream: upstream.name().to_owned(),
+                    }),
+                    _ => Ok(()),
+                }),
+        };
+        match answer {
+            Ok(()) => {
+                self.0
+                    .index
+                    .add_holdings(&repository, std::slice::from_ref(digest))
+                    .await?;
+                Ok(())
+            }
+            Err(UpstreamError::NotFound { .. }) => Err(unknown()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Record that `target`'s repository holds `digests`.
+    pub(super) async fn record_held(
+        &self,
+        target: &Target,
+        digests: &[Digest],
+    ) -> Result<(), CacheError> {
+        if self.0.check_holdings {
+            self.0
+                .index
+                .add_holdings(&target.reference(), digests)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Record that `target`'s repository holds `manifest` and everything it
+    /// references (child manifests, config, layers).
+    pub(super) async fn record_manifest_held(
+        &self,
+        target: &Target,
+        manifest: &Manifest,
+    ) -> Result<(), CacheError> {
+        if !self.0.check_holdings {
+            return Ok(());
+        }
+        let p = &manifest.parsed;
+        let digests: Vec<Digest> = std::iter::once(manifest.digest.clone())
+            .chain(p.children().iter().map(|d| d.digest.clone()))
+            .chain(p.blobs().into_iter().map(|d| d.digest.clone()))
+            .collect();
+        self.record_held(target, &digests).await
+    }
+}
