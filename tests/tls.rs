@@ -7,39 +7,25 @@ mod support;
 
 use support::{registry_with_image, upstream};
 
-use std::path::Path;
-use std::process::Command;
-
+use support::http_get;
 use support::images::skopeo_copy_to_dir;
+use support::pki::Pki;
 use support::portcullis::Portcullis;
-use support::{http_get, run};
 
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it.
-fn make_pki(dir: &Path) -> (String, String, String) {
-    let sh = |script: &str| {
-        run(Command::new("sh").arg("-c").arg(script).current_dir(dir)).unwrap();
-    };
-    sh(
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj /CN=portcullis-test-ca -keyout ca.key -out ca.pem 2>&1",
+fn make_pki() -> (Pki, String, String, String) {
+    let pki = Pki::new();
+    let (ca, cert, key) = (
+        pki.read("ca.pem"),
+        pki.read("leaf.pem"),
+        pki.read("leaf.key"),
     );
-    sh(
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-        -keyout leaf.key -out leaf.csr 2>&1",
-    );
-    sh(
-        "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
-        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile ext.cnf -out leaf.pem 2>&1",
-    );
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    (read("ca.pem"), read("leaf.pem"), read("leaf.key"))
+    (pki, ca, cert, key)
 }
 
 #[test]
 fn serves_https_and_pulls_from_an_https_upstream_with_a_private_ca() {
-    let pki = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_pki(pki.path());
+    let (_pki, ca, cert, key) = make_pki();
     let (reg, img) = registry_with_image("test/img:v1", &[256 * 1024]);
 
     let central = Portcullis::start_with_files(

@@ -21,6 +21,7 @@ pub mod gate;
 pub mod images;
 pub mod notary;
 pub mod oci_push;
+pub mod pki;
 pub mod podman;
 pub mod portcullis;
 pub mod process;
