@@ -180,12 +180,40 @@ pub fn main() -> ExitCode {
                     .map(|p| Policy::load(p, &c.upstreams))
                     .transpose()
                     .map_err(|e| chain(&e))?;
-                Ok((c, policy))
+                let auth = c
+                    .auth
+                    .as_ref()
+                    .map(|a| {
+                        crate::auth::Auth::new(
+                            a,
+                            &c.upstreams,
+                            c.tls.is_some(),
+                            Metrics::new(),
+                            crate::clock::Clock::system(),
+                        )
+                    })
+                    .transpose()
+                    .map_err(|e| chain(&e))?;
+                Ok((c, policy, auth))
             });
             match checked {
-                Ok((c, policy)) => {
+                Ok((c, policy, auth)) => {
                     println!("{}: ok", file.display());
                     print!("{}", summary(&c));
+                    if let (Some(a), Some(cfg)) = (&auth, &c.auth) {
+                        println!(
+                            "auth: {} htpasswd users, client certificates {}, anonymous [{}], {} access rules, tokens valid {:?}",
+                            a.users(),
+                            if cfg.client_ca.is_empty() {
+                                "off"
+                            } else {
+                                "on"
+                            },
+                            cfg.anonymous.join(", "),
+                            cfg.access.len(),
+                            cfg.token_ttl
+                        );
+                    }
                     if let Some(p) = policy {
                         print!("{}", policy_summary(&p));
                     }

@@ -447,6 +447,10 @@ async fn import_image(
             .import_tag(&target, tag, &digest)
             .await
             .map_err(record)?;
+        cache
+            .import_held(&target, &manifests)
+            .await
+            .map_err(record)?;
     }
     for r in &image.referrers {
         let subject = parse_digest(name, &r.subject)?;
@@ -470,6 +474,10 @@ async fn import_image(
         let target = route(&r.repository)?;
         cache
             .import_referrers(&target, &subject, &list)
+            .await
+            .map_err(record)?;
+        cache
+            .import_held(&target, &manifests)
             .await
             .map_err(record)?;
     }

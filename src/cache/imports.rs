@@ -100,6 +100,19 @@ impl Cache {
         self.set_tag(target, TagName::Tag(tag), digest).await
     }
 
+    /// With `[auth]`, record that `target` holds `manifests` and what they
+    /// reference, so they are served through it even by digest alone.
+    pub async fn import_held(
+        &self,
+        target: &Target,
+        manifests: &[Manifest],
+    ) -> Result<(), CacheError> {
+        for m in manifests {
+            self.record_manifest_held(target, m).await?;
+        }
+        Ok(())
+    }
+
     /// Record `list` (an OCI index of referrer descriptors) as the
     /// referrers of `subject` in `target`.
     pub async fn import_referrers(

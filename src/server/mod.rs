@@ -229,15 +229,20 @@ fn cfg_client_ca(config: &Config) -> &[rustls::pki_types::CertificateDer<'static
 }
 
 /// Without `[auth]`, anyone who reaches the port pulls with the upstreams'
-/// credentials: say so when that is more than this machine.
-fn warn_if_open(config: &Config) {
+/// credentials: the upstreams to name when that is more than this machine.
+fn open_to_others(config: &Config) -> Option<Vec<String>> {
     let private: Vec<String> = config
         .upstreams
         .iter()
         .filter(|u| u.credentials.is_some())
         .map(|u| u.name.to_string())
         .collect();
-    if !config.listen.ip().is_loopback() && !private.is_empty() {
+    (config.auth.is_none() && !config.listen.ip().is_loopback() && !private.is_empty())
+        .then_some(private)
+}
+
+fn warn_if_open(config: &Config) {
+    if let Some(private) = open_to_others(config) {
         tracing::warn!(
             listen = %config.listen,
             upstreams = %private.join(","),
@@ -427,5 +432,34 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_mirror_with_private_credentials_is_flagged_off_the_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            "alice:$2y$04$Vw6bm6n4xOUaQy0i1W2nEOJ1F2fq3i7n8m1c8b3m4i0y4cC6JgYtS\n",
+        )
+        .unwrap();
+        let config = |listen: &str, auth: &str| {
+            let text = format!(
+                "listen = \"{listen}\"\n[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\nusername = \"bot\"\npassword_file = \"pw\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n{auth}"
+            );
+            Config::parse(&text, "test", dir.path()).unwrap()
+        };
+        assert_eq!(
+            open_to_others(&config("0.0.0.0:5000", "")),
+            Some(vec!["ghcr.io".to_owned()])
+        );
+        assert_eq!(open_to_others(&config("127.0.0.1:5000", "")), None);
+        let auth = "[auth]\nhtpasswd = \"htpasswd\"\n";
+        assert_eq!(open_to_others(&config("0.0.0.0:5000", auth)), None);
     }
 }
