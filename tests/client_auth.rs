@@ -169,8 +169,12 @@ fn tokens_are_bound_to_their_repositories_and_expire() {
     let reg = Registry::start(Mode::Plain).unwrap();
     push(&reg, "team/app:v1", 16 * KIB);
     push(&reg, "team/tool:v1", 16 * KIB);
+    let admin = format!("127.0.0.1:{}", support::free_port().unwrap());
     let p = InProcess::start_with_files(
-        &auth_config(&reg, "health_on_listen = false"),
+        &format!(
+            "admin_listen = \"{admin}\"\n{}",
+            auth_config(&reg, "health_on_listen = false")
+        ),
         &[("htpasswd", &users())],
     )
     .unwrap();
@@ -245,9 +249,21 @@ fn tokens_are_bound_to_their_repositories_and_expire() {
     let r = get(&manifest("team/does-not-exist"), Some(&bob));
     assert_eq!((r.status, code(&r)), (403, "DENIED".to_owned()));
 
-    // health_on_listen = false: health and metrics are closed on listen.
+    // health_on_listen = false: health and metrics are closed on listen,
+    // open (without credentials) on admin_listen.
     assert_eq!(get(&format!("{base}/healthz"), None).status, 404);
     assert_eq!(get(&format!("{base}/metrics"), None).status, 404);
+    assert_eq!(get(&format!("http://{admin}/healthz"), None).status, 200);
+    let metrics = get(&format!("http://{admin}/metrics"), None);
+    let text = String::from_utf8_lossy(&metrics.body);
+    for reason in ["expired_token", "bad_token", "scope", "forbidden"] {
+        assert!(
+            text.contains(&format!(
+                "portcullis_auth_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} is counted"
+        );
+    }
 }
 
 #[test]
@@ -264,8 +280,8 @@ fn a_private_blob_does_not_come_out_through_a_public_repository() {
 
     // Cold: through the public path, the upstream is asked in the public
     // repository and says no.
-    let r = get(&blob("public/app", layer), None);
-    assert_eq!((r.status, code(&r)), (404, "BLOB_UNKNOWN".to_owned()));
+    let cold = get(&blob("public/app", layer), None);
+    assert_eq!((cold.status, code(&cold)), (404, "BLOB_UNKNOWN".to_owned()));
     assert!(!p.has_object(layer));
 
     // alice pulls the private image: its layer is cached now.
@@ -286,6 +302,7 @@ fn a_private_blob_does_not_come_out_through_a_public_repository() {
             (404, "BLOB_UNKNOWN".to_owned()),
             "{auth:?}"
         );
+        assert_eq!(r.body, cold.body, "the answer does not say it is cached");
         let r = http_request("HEAD", &blob("public/app", layer), &[], &[]).unwrap();
         assert_eq!(r.status, 404);
         let r = get(

@@ -41,12 +41,10 @@ impl Cache {
         if self.0.index.holds(digest, &repository) {
             return Ok(());
         }
-        let unknown = || match kind {
-            Kind::Blob => CacheError::BlobUnknown,
-            Kind::Manifest => CacheError::ManifestUnknown,
-        };
+        // Refused exactly as a miss would be (the same error, the same
+        // message): nothing says the object is cached for someone else.
         if self.0.offline {
-            return Err(unknown());
+            return Err(CacheError::Offline);
         }
         let upstream = self.0.upstreams.get(target.upstream);
         let answer = match kind {
@@ -70,7 +68,6 @@ impl Cache {
                     .await?;
                 Ok(())
             }
-            Err(UpstreamError::NotFound { .. }) => Err(unknown()),
             Err(e) => Err(e.into()),
         }
     }

@@ -77,8 +77,10 @@ pub enum CacheError {
     BadReferrers,
     #[error("upstream did not say the blob's size")]
     NoLength,
-    #[error("a shared upstream fetch failed")]
-    Shared(#[source] Arc<CacheError>),
+    /// A fetch others shared: reads as its own failure, so an answer never
+    /// says whether someone else was fetching the same thing.
+    #[error(transparent)]
+    Shared(Arc<CacheError>),
     #[error("the blob download ended without a result")]
     FillAbandoned,
     #[error(
