@@ -11,8 +11,11 @@
 //! large SBOM statement and a CEL condition over it, against a plain
 //! `serde_json::Value` parse of the same bytes, and a real keyless SLSA
 //! attestation end to end. The notary group verifies a real Notary v1
-//! repository against bare ECDSA verifications. No network is used: the gate's upstream is a
-//! closed port on 127.0.0.1.
+//! repository against bare ECDSA verifications. The client authentication
+//! group times what `[auth]` adds to each request (a bearer token, a Basic
+//! login already verified) against a bare HMAC-SHA256 verification, and one
+//! bcrypt verification (what Basic would cost without remembered logins).
+//! No network is used: the gate's upstream is a closed port on 127.0.0.1.
 
 #[allow(dead_code)]
 #[path = "../tests/support/fixtures.rs"]
@@ -487,6 +490,78 @@ fn notary_trust_data(c: &mut Criterion) {
     g.finish();
 }
 
+fn client_auth(c: &mut Criterion) {
+    use portcullis::auth::{Auth, Peer};
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("s3cret", 10).unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let cfg = config(
+        dir.path(),
+        "[auth]\nhtpasswd = \"htpasswd\"\n[[auth.access]]\nusers = [\"alice\"]\nimages = [\"docker.io/library/**\"]\n",
+    );
+    let auth = Auth::new(
+        cfg.auth.as_ref().unwrap(),
+        &cfg.upstreams,
+        false,
+        Metrics::new(),
+        portcullis::clock::Clock::system(),
+    )
+    .unwrap();
+    let peer = Peer {
+        addr: Some("127.0.0.1:40000".parse().unwrap()),
+        certificate_cn: None,
+    };
+    let reference = "docker.io/library/alpine";
+    let header = |v: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+        h
+    };
+    let basic = header(&format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:s3cret")
+    ));
+    let issued = rt
+        .block_on(auth.issue(&basic, &peer, None, &[reference.to_owned()]))
+        .unwrap();
+    let bearer = header(&format!("Bearer {}", issued.token));
+    // The same work's crypto floor: one HMAC-SHA256 verification of a
+    // token-sized message.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7u8; 32]);
+    let (body, _) = issued.token.split_once('.').unwrap();
+    let tag = ring::hmac::sign(&key, body.as_bytes());
+    let mut g = c.benchmark_group("client authentication");
+    g.bench_function(
+        "anchor: HMAC-SHA256 verification of a token-sized message",
+        |b| b.iter(|| ring::hmac::verify(&key, body.as_bytes(), tag.as_ref()).unwrap()),
+    );
+    g.bench_function("authorize a bearer token for a repository", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(auth.authorize(&bearer, &peer, None, reference))
+                    .unwrap(),
+            )
+        })
+    });
+    // Warm the remembered login first.
+    rt.block_on(auth.authorize(&basic, &peer, None, reference))
+        .unwrap();
+    g.bench_function("authorize Basic (login remembered)", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(auth.authorize(&basic, &peer, None, reference))
+                    .unwrap(),
+            )
+        })
+    });
+    g.sample_size(10);
+    g.bench_function("anchor: one bcrypt verification (cost 10)", |b| {
+        b.iter(|| assert!(bcrypt::verify("s3cret", &hash).unwrap()))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     parsing_and_routing,
@@ -495,6 +570,7 @@ criterion_group!(
     gate_cached,
     first_verification,
     attestations,
-    notary_trust_data
+    notary_trust_data,
+    client_auth
 );
 criterion_main!(benches);
