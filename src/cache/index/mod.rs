@@ -15,6 +15,7 @@
 //! disk. This module must not touch object bytes or upstreams.
 
 mod holdings;
+mod tags;
 mod trust;
 mod verdicts;
 mod writer;
@@ -469,51 +470,6 @@ impl Index {
             mem: self.mem.clone(),
             digest: digest.clone(),
         })
-    }
-
-    pub fn tag(&self, key: &TagKey) -> Option<TagEntry> {
-        self.mem().tags.get(key).cloned()
-    }
-
-    pub async fn set_tag(&self, key: &TagKey, entry: TagEntry) -> Result<(), IndexError> {
-        let (k, d, at) = (
-            key.encode(),
-            entry.digest.to_string(),
-            unix_ms(entry.fetched_at),
-        );
-        self.write(move |tx| {
-            tx.open_table(TAGS)?.insert(k.as_str(), (d.as_str(), at))?;
-            Ok(())
-        })
-        .await?;
-        self.mem().tags.insert(key.clone(), entry);
-        Ok(())
-    }
-
-    pub async fn remove_tag(&self, key: &TagKey) -> Result<(), IndexError> {
-        self.mem().tags.remove(key);
-        let k = key.encode();
-        self.write(move |tx| {
-            tx.open_table(TAGS)?.remove(k.as_str())?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Tags known for a repository, sorted.
-    pub fn tags_in(&self, registry: &RegistryHost, repo: &RepoName) -> Vec<Tag> {
-        let mut tags: Vec<Tag> = self
-            .mem()
-            .tags
-            .keys()
-            .filter(|k| &k.registry == registry && &k.repo == repo)
-            .filter_map(|k| match &k.name {
-                TagName::Tag(t) => Some(t.clone()),
-                TagName::Referrers(_) => None,
-            })
-            .collect();
-        tags.sort();
-        tags
     }
 
     /// Every object held, with its size (a snapshot, in no order).
