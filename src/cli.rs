@@ -112,6 +112,12 @@ enum Command {
         /// A file with one image per line (`#` starts a comment).
         #[arg(long, value_name = "LIST")]
         images_from: Option<PathBuf>,
+        /// Sign in to an instance with `[auth]` as this htpasswd user.
+        #[arg(long, value_name = "USER", requires = "password_file")]
+        username: Option<String>,
+        /// The file holding that user's password (one line).
+        #[arg(long, value_name = "FILE", requires = "username")]
+        password_file: Option<PathBuf>,
         #[arg(value_name = "IMAGE")]
         images: Vec<String>,
     },
@@ -312,14 +318,38 @@ pub fn main() -> ExitCode {
             config,
             url,
             images_from,
+            username,
+            password_file,
             images,
         } => {
+            let credentials = match (username, password_file) {
+                (Some(username), Some(file)) => match std::fs::read_to_string(&file) {
+                    Ok(p) if !p.trim_end_matches(['\r', '\n']).is_empty() => {
+                        Some(crate::config::Credentials {
+                            username,
+                            password: crate::config::Secret::new(
+                                p.trim_end_matches(['\r', '\n']).to_owned(),
+                            ),
+                        })
+                    }
+                    Ok(_) => {
+                        eprintln!("portcullis: --password-file {}: empty", file.display());
+                        return ExitCode::from(2);
+                    }
+                    Err(e) => {
+                        eprintln!("portcullis: --password-file {}: {e}", file.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                _ => None,
+            };
             let (config, runtime, images) =
                 match config_runtime_images(config.as_ref(), images, images_from.as_deref()) {
                     Ok(x) => x,
                     Err(code) => return code,
                 };
-            match runtime.block_on(crate::airgap::warm::warm(&config, url.as_deref(), &images)) {
+            let warming = crate::airgap::warm::warm(&config, url.as_deref(), credentials, &images);
+            match runtime.block_on(warming) {
                 Ok(report) => {
                     for (image, digest) in &report.warmed {
                         println!("warmed {image} {digest}");

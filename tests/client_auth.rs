@@ -612,3 +612,45 @@ fn imported_images_are_held_by_their_repositories_offline() {
         assert_eq!(r.status, 404, "{auth:?}");
     }
 }
+
+#[test]
+fn warm_signs_in_to_an_instance_with_auth() {
+    let reg = Registry::start(Mode::Plain).unwrap();
+    let img = push(&reg, "team/app:v1", 64 * KIB);
+    let p = Portcullis::start_with_files(
+        &auth_config(&reg, ""),
+        &[("htpasswd", &users()), ("alice.pw", "alice-pw\n")],
+    )
+    .unwrap();
+    let config = p.config_dir().join("portcullis.toml");
+    let image = format!("{REGISTRY}/team/app:v1");
+    let url = p.url();
+    // Without credentials the instance refuses, and says so.
+    let o = support::portcullis::cli("warm", &config, &["--url", &url, &image]);
+    assert_ne!(o.status.code(), Some(0));
+    let pw = p.config_dir().join("alice.pw");
+    let o = support::portcullis::cli(
+        "warm",
+        &config,
+        &[
+            "--url",
+            &url,
+            "--username",
+            "alice",
+            "--password-file",
+            pw.to_str().unwrap(),
+            &image,
+        ],
+    );
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(&format!("warmed {image} {}", img.top_digest())),
+        "{out}"
+    );
+    assert!(p.has_object(&img.manifest().layers[0].digest));
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use crate::clock::Clock;
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, Credentials, UpstreamConfig};
 use crate::digest::{Algorithm, Digest};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
@@ -85,10 +85,13 @@ fn instance_url(config: &Config, url: Option<&str>) -> Result<http::Uri, WarmErr
     }
 }
 
-/// Warm `images` into the instance at `url` (default: the configured listener).
+/// Warm `images` into the instance at `url` (default: the configured
+/// listener), signing in with `credentials` when it has `[auth]` (through
+/// its token flow, as any client).
 pub async fn warm(
     config: &Config,
     url: Option<&str>,
+    credentials: Option<Credentials>,
     images: &[String],
 ) -> Result<Report, WarmError> {
     let url = instance_url(config, url)?;
@@ -97,7 +100,7 @@ pub async fn warm(
         aliases: Vec::new(),
         url,
         default: false,
-        credentials: None,
+        credentials,
         ca_certs: Vec::new(),
         connect_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(300),

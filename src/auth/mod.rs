@@ -36,6 +36,8 @@ use token::{Claims, Signer, TokenError};
 pub const SERVICE: &str = "portcullis";
 /// Scopes read from one token request, at most.
 const MAX_REQUESTED: usize = 32;
+/// Longest `scope` parameter read.
+const MAX_SCOPE_PARAM: usize = 4096;
 
 /// What the server knows about the connection a request came on (a
 /// request extension).
@@ -154,8 +156,10 @@ fn basic(encoded: &str) -> Option<(String, String)> {
     let decoded = STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
+    // A user name goes into log lines: no control characters.
     (!user.is_empty()
         && user.len() <= htpasswd::MAX_CREDENTIAL
+        && !user.chars().any(char::is_control)
         && password.len() <= htpasswd::MAX_CREDENTIAL)
         .then(|| (user.to_owned(), password.to_owned()))
 }
@@ -199,7 +203,10 @@ fn presented(headers: &HeaderMap) -> Presented<'_> {
 pub fn requested_names(query: &str) -> Vec<String> {
     let mut names = Vec::new();
     for kv in query.split('&') {
-        let Some(v) = kv.strip_prefix("scope=") else {
+        let Some(v) = kv
+            .strip_prefix("scope=")
+            .filter(|v| v.len() <= MAX_SCOPE_PARAM)
+        else {
             continue;
         };
         let Some(v) = crate::router::percent_decode(&v.replace('+', " ")) else {
@@ -517,7 +524,15 @@ mod tests {
         assert!(matches!(presented(&h), Presented::Basic(u, p) if u == "alice" && p == "s3cr:t"));
         h.insert(AUTHORIZATION, "bearer abc.def".parse().unwrap());
         assert!(matches!(presented(&h), Presented::Bearer("abc.def")));
-        for bad in ["Basic !!!", "Basic Og==", "Digest x", "Bearer ", "Basic"] {
+        // "a\nb:c": a control character in the user name.
+        for bad in [
+            "Basic !!!",
+            "Basic Og==",
+            "Basic YQpiOmM=",
+            "Digest x",
+            "Bearer ",
+            "Basic",
+        ] {
             h.insert(AUTHORIZATION, bad.parse().unwrap());
             assert!(matches!(presented(&h), Presented::Malformed), "{bad}");
         }
