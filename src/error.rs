@@ -147,6 +147,10 @@ pub fn render(err: &ApiError, endpoint: Option<&Endpoint>) -> Rendered {
                 }
                 (StatusCode::TOO_MANY_REQUESTS, Code::TooManyRequests)
             }
+            AuthError::Busy => {
+                headers.push((RETRY_AFTER, HeaderValue::from_static("1")));
+                (StatusCode::TOO_MANY_REQUESTS, Code::TooManyRequests)
+            }
         },
     };
     Rendered {

@@ -241,7 +241,7 @@ impl Metrics {
         let auth_failures = Family::<AuthLabels, Counter>::default();
         registry.register(
             "auth_failures",
-            "Requests refused by [auth], by reason: unknown_user, bad_password, bad_token, expired_token, bad_header, scope (a token without this repository), forbidden (signed in, not allowed this image), rate_limited (too many failed logins from the address)",
+            "Requests refused by [auth], by reason: unknown_user, bad_password, bad_token, expired_token, bad_header, scope (a token without this repository), forbidden (signed in, not allowed this image), rate_limited (too many failed logins from the address), busy (too many logins waiting for a password check)",
             auth_failures.clone(),
         );
         let corrupt_objects = Counter::default();

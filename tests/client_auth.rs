@@ -291,6 +291,7 @@ fn a_private_blob_does_not_come_out_through_a_public_repository() {
     )
     .unwrap();
     assert_eq!(pulled.manifest_digest, private.top_digest());
+    p.wait_fills_settled().unwrap();
     assert!(p.has_object(layer));
 
     // Cached, and still not through the public path: not for anonymous,
@@ -652,5 +653,99 @@ fn warm_signs_in_to_an_instance_with_auth() {
         out.contains(&format!("warmed {image} {}", img.top_digest())),
         "{out}"
     );
+    // Published once the last byte was sent: wait for the fill to settle.
+    p.wait_fills_settled().unwrap();
     assert!(p.has_object(&img.manifest().layers[0].digest));
+}
+
+/// A registry that accepts a manifest naming blobs the repository does not
+/// hold (foreign layers, unchecked index children) must not unlock another
+/// repository's cached layer: what a manifest references is not held.
+#[test]
+fn a_manifest_naming_a_private_layer_does_not_unlock_it() {
+    use support::fake_upstream::{FakeUpstream, Fault};
+    let fake = FakeUpstream::start().unwrap();
+    let layer: Vec<u8> = (0..64 * KIB).map(|i| (i * 7 % 251) as u8).collect();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let (l, c) = (
+        support::sha256_digest(&layer),
+        support::sha256_digest(&config),
+    );
+    fake.set_blob(&l, layer.clone(), Fault::None);
+    fake.set_blob(&c, config.clone(), Fault::None);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l, "size": layer.len()}],
+    })
+    .to_string()
+    .into_bytes();
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    fake.set_manifest("team/app", "v1", oci, manifest.clone());
+    // The same manifest in a public repository that does not hold the layer.
+    fake.set_manifest("public/evil", "v1", oci, manifest);
+    fake.set_missing_in(&l, "public/evil");
+    let p =
+        Portcullis::start_with_files(&auth_config_for(&fake.url(), ""), &[("htpasswd", &users())])
+            .unwrap();
+    let base = p.url();
+    let alice = basic("alice", "alice-pw");
+    assert_eq!(
+        get(
+            &format!("{base}/v2/{REGISTRY}/team/app/manifests/v1"),
+            Some(&alice)
+        )
+        .status,
+        200
+    );
+    let r = get(
+        &format!("{base}/v2/{REGISTRY}/team/app/blobs/{l}"),
+        Some(&alice),
+    );
+    assert_eq!((r.status, r.body.len()), (200, layer.len()));
+    p.wait_fills_settled().unwrap();
+    assert!(p.has_object(&l));
+
+    // Anyone may pull public/evil's manifest; its layer stays team/app's.
+    assert_eq!(
+        get(
+            &format!("{base}/v2/{REGISTRY}/public/evil/manifests/v1"),
+            None
+        )
+        .status,
+        200
+    );
+    let r = get(&format!("{base}/v2/{REGISTRY}/public/evil/blobs/{l}"), None);
+    assert_eq!((r.status, code(&r)), (404, "BLOB_UNKNOWN".to_owned()));
+    // The config, which public/evil does hold upstream, is served (confirmed once).
+    let r = get(&format!("{base}/v2/{REGISTRY}/public/evil/blobs/{c}"), None);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn parallel_guesses_cannot_outrun_the_login_limit() {
+    let reg = Registry::start(Mode::Plain).unwrap();
+    push(&reg, "team/app:v1", 16 * KIB);
+    let p = InProcess::start_with_files(&auth_config(&reg, ""), &[("htpasswd", &users())]).unwrap();
+    let manifest = format!("{}/v2/{REGISTRY}/team/app/manifests/v1", p.url());
+    // 40 guesses at once, each a bcrypt: attempts count when they start.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                let url = manifest.clone();
+                s.spawn(move || get(&url, Some(&basic("alice", &format!("guess-{i}")))).status)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + limited, 40, "{statuses:?}");
+    assert!(
+        checked <= 10,
+        "{checked} guesses were checked: {statuses:?}"
+    );
 }

@@ -353,6 +353,13 @@ async fn import_image(
     // Blobs first, through the verified writer.
     for (digest, object) in listed.iter().filter(|(_, o)| o.media_type.is_none()) {
         if cache.has_object(digest) {
+            // With [auth] the image's repositories will hold it: the layout
+            // must prove it has the bytes, not just name them.
+            if cache.checks_holdings() && !layout_has(&blob_path(root, digest), digest).await {
+                return Err(invalid(format!(
+                    "blob {digest} is missing from the layout or does not match its digest"
+                )));
+            }
             skipped += 1;
             progress.done(object.size, copied + skipped);
             continue;
@@ -416,6 +423,9 @@ async fn import_image(
         progress.done(m.bytes.len() as u64, copied + skipped);
     }
     let is_manifest = |d: &Digest| manifests.iter().any(|m| m.digest == *d);
+    // What this image's repositories hold: the objects the layout brought
+    // for it (not what was merely cached already for someone else).
+    let held: Vec<Digest> = present.iter().map(|d| (*d).clone()).collect();
     let record = |source| ImportError::Record {
         image: name.to_owned(),
         source: Box::new(source),
@@ -447,10 +457,7 @@ async fn import_image(
             .import_tag(&target, tag, &digest)
             .await
             .map_err(record)?;
-        cache
-            .import_held(&target, &manifests)
-            .await
-            .map_err(record)?;
+        cache.import_held(&target, &held).await.map_err(record)?;
     }
     for r in &image.referrers {
         let subject = parse_digest(name, &r.subject)?;
@@ -476,10 +483,31 @@ async fn import_image(
             .import_referrers(&target, &subject, &list)
             .await
             .map_err(record)?;
-        cache
-            .import_held(&target, &manifests)
-            .await
-            .map_err(record)?;
+        cache.import_held(&target, &held).await.map_err(record)?;
     }
     Ok((copied, skipped, bytes))
+}
+
+/// Whether the layout file at `path` hashes to `digest` (read off the async
+/// threads).
+async fn layout_has(path: &Path, digest: &Digest) -> bool {
+    let (path, digest) = (path.to_owned(), digest.clone());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            return false;
+        };
+        let mut hasher = crate::digest::Hasher::new(digest.algorithm());
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(_) => return false,
+            }
+        }
+        hasher.finish() == digest
+    })
+    .await
+    .unwrap_or(false)
 }

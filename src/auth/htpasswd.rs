@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +30,8 @@ const REMEMBER: Duration = Duration::from_secs(300);
 const REMEMBERED: usize = 4096;
 /// bcrypt computations at once (each takes a core for tens of milliseconds).
 const CONCURRENT_BCRYPT: usize = 4;
+/// Logins waiting for or running a bcrypt, at most; more are turned away.
+const MAX_WAITING: usize = 256;
 /// How often the file is looked at for changes.
 pub const POLL: Duration = Duration::from_secs(2);
 /// Highest bcrypt cost accepted: a check at cost 14 already takes about a
@@ -99,6 +102,9 @@ impl Entries {
                     "only bcrypt entries are accepted (create them with htpasswd -B)",
                 ));
             };
+            if parts.get_cost() < 4 {
+                return Err(bad("bcrypt cost below 4 is not valid"));
+            }
             if parts.get_cost() > MAX_COST {
                 return Err(bad(&format!(
                     "bcrypt cost {} is above {MAX_COST}: every login would take seconds",
@@ -152,6 +158,8 @@ pub fn load(path: &Path) -> Result<Entries, HtpasswdError> {
 pub enum LoginFailure {
     UnknownUser,
     BadPassword,
+    /// Too many logins are waiting for a bcrypt: not checked.
+    Busy,
 }
 
 impl LoginFailure {
@@ -159,6 +167,7 @@ impl LoginFailure {
         match self {
             LoginFailure::UnknownUser => "unknown_user",
             LoginFailure::BadPassword => "bad_password",
+            LoginFailure::Busy => "busy",
         }
     }
 }
@@ -176,7 +185,25 @@ pub struct Htpasswd {
     entries: RwLock<Arc<Entries>>,
     /// SHA-256 of `user \0 password` → (user, verified at).
     remembered: Mutex<HashMap<[u8; 32], (String, Instant)>>,
-    bcrypt: Semaphore,
+    bcrypt: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts a login as waiting until dropped (also when its request is).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn remember_key(user: &str, password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(user.as_bytes());
+    h.update([0]);
+    h.update(password.as_bytes());
+    h.finalize().into()
 }
 
 impl Htpasswd {
@@ -186,7 +213,8 @@ impl Htpasswd {
             path: path.to_owned(),
             entries: RwLock::new(Arc::new(load(path)?)),
             remembered: Mutex::new(HashMap::new()),
-            bcrypt: Semaphore::new(CONCURRENT_BCRYPT),
+            bcrypt: Arc::new(Semaphore::new(CONCURRENT_BCRYPT)),
+            waiting: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -199,39 +227,56 @@ impl Htpasswd {
         self.remembered.lock().expect("htpasswd lock").clear();
     }
 
-    /// Check a login; `now` is the monotonic time (the clock's).
+    /// Whether this exact login verified within the last few minutes (and
+    /// the user is still in the file): no bcrypt needed.
+    pub fn remembered(&self, user: &str, password: &str, now: Instant) -> bool {
+        let key = remember_key(user, password);
+        let entries = self.entries();
+        let remembered = self.remembered.lock().expect("htpasswd lock");
+        remembered.get(&key).is_some_and(|(u, at)| {
+            u == user && now.saturating_duration_since(*at) < REMEMBER && entries.contains(user)
+        })
+    }
+
+    /// Check a login with bcrypt (on the blocking pool, a few at a time);
+    /// `now` is the monotonic time (the clock's).
     pub async fn verify(
         &self,
         user: &str,
         password: &str,
         now: Instant,
     ) -> Result<(), LoginFailure> {
-        let mut h = Sha256::new();
-        h.update(user.as_bytes());
-        h.update([0]);
-        h.update(password.as_bytes());
-        let key: [u8; 32] = h.finalize().into();
-        let entries = self.entries();
-        {
-            let remembered = self.remembered.lock().expect("htpasswd lock");
-            if let Some((u, at)) = remembered.get(&key)
-                && u == user
-                && now.saturating_duration_since(*at) < REMEMBER
-                && entries.contains(user)
-            {
-                return Ok(());
-            }
+        if self.remembered(user, password, now) {
+            return Ok(());
         }
+        let key = remember_key(user, password);
+        let entries = self.entries();
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(LoginFailure::Busy);
+        }
+        let _waiting = Waiting(self.waiting.clone());
         let (hash, known) = match entries.users.get(user) {
             Some(h) => (h.clone(), true),
             None => (entries.dummy.clone(), false),
         };
         let ok = {
-            let _slot = self.bcrypt.acquire().await.expect("never closed");
-            let password = password.to_owned();
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            // The slot goes with the computation: a request that goes away
+            // does not free it while its bcrypt still runs.
+            let slot = self
+                .bcrypt
+                .clone()
+                .acquire_owned()
                 .await
-                .unwrap_or(false)
+                .expect("never closed");
+            let password = password.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let ok = bcrypt::verify(password, &hash).unwrap_or(false);
+                drop(slot);
+                ok
+            })
+            .await
+            .unwrap_or(false)
         };
         match (known, ok) {
             (false, _) => Err(LoginFailure::UnknownUser),

@@ -87,6 +87,9 @@ pub enum AuthError {
     /// `429`.
     #[error("too many failed logins from this address: try again in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// `429`: more logins wait for a password check than are let wait.
+    #[error("too many logins are being checked: try again shortly")]
+    Busy,
 }
 
 /// Who a request is from, once its credentials checked out.
@@ -348,23 +351,38 @@ impl Auth {
     ) -> Result<Option<Caller>, AuthError> {
         let now = self.clock.instant();
         let addr = peer.addr.map(|a| a.ip());
-        if let Some(retry_after) = addr.and_then(|a| self.failures.blocked(a, now)) {
-            self.metrics.auth_failure("rate_limited");
-            return Err(AuthError::RateLimited { retry_after });
-        }
         let Some(h) = &self.htpasswd else {
             // No htpasswd file: no Basic login can succeed.
             self.metrics
                 .auth_failure(LoginFailure::UnknownUser.reason());
             return Ok(None);
         };
+        // The same login verified moments ago is no guess: no bcrypt, no limit.
+        if h.remembered(user, password, now) {
+            return Ok(Some(Caller::User(user.to_owned())));
+        }
+        if let Some(a) = addr
+            && let Err(retry_after) = self.failures.begin(a, now)
+        {
+            self.metrics.auth_failure("rate_limited");
+            return Err(AuthError::RateLimited { retry_after });
+        }
         match h.verify(user, password, now).await {
-            Ok(()) => Ok(Some(Caller::User(user.to_owned()))),
+            Ok(()) => {
+                if let Some(a) = addr {
+                    self.failures.succeeded(a);
+                }
+                Ok(Some(Caller::User(user.to_owned())))
+            }
+            Err(LoginFailure::Busy) => {
+                if let Some(a) = addr {
+                    self.failures.succeeded(a);
+                }
+                self.metrics.auth_failure(LoginFailure::Busy.reason());
+                Err(AuthError::Busy)
+            }
             Err(failure) => {
                 self.metrics.auth_failure(failure.reason());
-                if let Some(a) = addr {
-                    self.failures.failed(a, now);
-                }
                 // The user name is logged (it is not secret and helps find a
                 // misconfigured node); the password never is.
                 tracing::warn!(

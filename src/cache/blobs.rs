@@ -137,22 +137,33 @@ impl Cache {
                         return Ok(blob);
                     }
                 }
-                Join::Follow(fill) => match fill.ready().await {
-                    Ok(size) => {
-                        if fill.origin != origin {
-                            self.check_held(target, digest, Kind::Blob).await?;
-                        }
-                        return Ok(Blob {
-                            size,
-                            result: CacheResult::Coalesced,
-                            source: Source::Filling(fill),
-                        });
+                Join::Follow(fill) => {
+                    let foreign = fill.origin != origin;
+                    // Ours must hold it before anything of another
+                    // repository's fetch (its timing, its errors) shows.
+                    if foreign {
+                        self.check_held(target, digest, Kind::Blob).await?;
                     }
-                    // Refused in the leader's repository: that says nothing
-                    // about ours. Try again, through ours.
-                    Err(e) if fill.origin != origin && refused_in_repository(&e) => continue,
-                    Err(e) => return Err(e),
-                },
+                    match fill.ready().await {
+                        Ok(size) => {
+                            return Ok(Blob {
+                                size,
+                                result: CacheResult::Coalesced,
+                                source: Source::Filling(fill),
+                            });
+                        }
+                        // Refused in the leader's repository: that says
+                        // nothing about ours. With [auth], no failure of
+                        // another repository's fetch is passed on. Try
+                        // again, through ours.
+                        Err(e)
+                            if foreign && (refused_in_repository(&e) || self.checks_holdings()) =>
+                        {
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Join::Lead(fill, (producer, ticket)) => {
                     // Counted before the task starts, so shutdown never misses it.
                     let running = self.fill_running();
@@ -212,11 +223,13 @@ impl Cache {
             self.check_held(target, digest, Kind::Blob).await?;
             return Ok((info.size, CacheResult::Hit));
         }
-        if let Some(fill) = self.0.blob_fills.get(digest)
-            && let Ok(Some(size)) = fill.ready().await
-        {
-            self.check_held(target, digest, Kind::Blob).await?;
-            return Ok((size, CacheResult::Coalesced));
+        if let Some(fill) = self.0.blob_fills.get(digest) {
+            if fill.origin.upstream != target.upstream || fill.origin.repo != target.repo {
+                self.check_held(target, digest, Kind::Blob).await?;
+            }
+            if let Ok(Some(size)) = fill.ready().await {
+                return Ok((size, CacheResult::Coalesced));
+            }
         }
         if self.0.offline {
             return Err(CacheError::Offline);

@@ -2,18 +2,22 @@
 //! them: a blob cached for a private repository must not come out through
 //! a public repository's path (`/v2/public/app/blobs/<private digest>`).
 //!
-//! A repository holds what its manifests reference (recorded when a
-//! manifest is served through it) and what the upstream returned through
-//! it. An object cached or being fetched for another repository is served
-//! through this one only once the index says this one holds it, or the
-//! upstream confirms it with a `HEAD` through this repository; offline, an
+//! A repository holds what the upstream returned through it (a manifest by
+//! tag or digest, a blob), what the upstream confirmed with a `HEAD`
+//! through it, and what `import` brought for it. What a manifest merely
+//! references is not taken as held: a registry may accept a manifest naming
+//! blobs it does not hold in that repository (foreign layers, unchecked
+//! index children), so anyone able to push such a manifest would otherwise
+//! unlock another repository's cached layers. An object cached or being
+//! fetched for another repository is served through this one only once the
+//! index says this one holds it, or the upstream confirms it (then it is
+//! recorded: one `HEAD` per repository and object, ever); offline, an
 //! object not known to be held is unknown. Without `[auth]` nothing is
 //! recorded or checked (every client may pull everything anyway). This
 //! module must not decide who may pull a repository.
 
 use super::{Cache, CacheError};
 use crate::digest::Digest;
-use crate::manifest::Manifest;
 use crate::reference::Reference;
 use crate::router::Target;
 use crate::upstream::UpstreamError;
@@ -26,6 +30,12 @@ pub enum Kind {
 }
 
 impl Cache {
+    /// Whether objects are served only through repositories that hold them
+    /// (`[auth]`).
+    pub fn checks_holdings(&self) -> bool {
+        self.0.check_holdings
+    }
+
     /// Whether `target`'s repository may be served `digest` from what is
     /// cached or being fetched for others.
     pub async fn check_held(
@@ -85,23 +95,5 @@ impl Cache {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Record that `target`'s repository holds `manifest` and everything it
-    /// references (child manifests, config, layers).
-    pub(super) async fn record_manifest_held(
-        &self,
-        target: &Target,
-        manifest: &Manifest,
-    ) -> Result<(), CacheError> {
-        if !self.0.check_holdings {
-            return Ok(());
-        }
-        let p = &manifest.parsed;
-        let digests: Vec<Digest> = std::iter::once(manifest.digest.clone())
-            .chain(p.children().iter().map(|d| d.digest.clone()))
-            .chain(p.blobs().into_iter().map(|d| d.digest.clone()))
-            .collect();
-        self.record_held(target, &digests).await
     }
 }

@@ -100,17 +100,10 @@ impl Cache {
         self.set_tag(target, TagName::Tag(tag), digest).await
     }
 
-    /// With `[auth]`, record that `target` holds `manifests` and what they
-    /// reference, so they are served through it even by digest alone.
-    pub async fn import_held(
-        &self,
-        target: &Target,
-        manifests: &[Manifest],
-    ) -> Result<(), CacheError> {
-        for m in manifests {
-            self.record_manifest_held(target, m).await?;
-        }
-        Ok(())
+    /// With `[auth]`, record that `target` holds `digests` (what a layout
+    /// brought for it), so they are served through it even by digest alone.
+    pub async fn import_held(&self, target: &Target, digests: &[Digest]) -> Result<(), CacheError> {
+        self.record_held(target, digests).await
     }
 
     /// Record `list` (an OCI index of referrer descriptors) as the

@@ -47,14 +47,16 @@ const RACE_RETRIES: usize = 3;
 
 impl Cache {
     /// A manifest by tag or digest. With `[auth]`, the repository is
-    /// recorded as holding it and what it references.
+    /// recorded as holding it (its tag named it, the upstream returned it
+    /// through this repository, or confirmed that it holds it).
     pub async fn manifest(
         &self,
         target: &Target,
         reference: &Reference,
     ) -> Result<(Manifest, CacheResult), CacheError> {
         let (m, result) = self.find_manifest(target, reference).await?;
-        self.record_manifest_held(target, &m).await?;
+        self.record_held(target, std::slice::from_ref(&m.digest))
+            .await?;
         Ok((m, result))
     }
 
