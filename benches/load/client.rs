@@ -130,13 +130,25 @@ pub struct Load {
 /// `conns` keep-alive connections sending `method path` back to back for
 /// `secs` seconds. Panics on any answer but 200.
 pub fn hammer(host: &str, method: &'static str, path: &str, conns: usize, secs: f64) -> Load {
+    hammer_with(host, method, path, conns, secs, "")
+}
+
+/// [`hammer`] with `headers` (whole `Name: value\r\n` lines) on every request.
+pub fn hammer_with(
+    host: &str,
+    method: &'static str,
+    path: &str,
+    conns: usize,
+    secs: f64,
+    headers: &str,
+) -> Load {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let request: Arc<[u8]> =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {ACCEPT}\r\n\r\n")
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {ACCEPT}\r\n{headers}\r\n")
             .into_bytes()
             .into();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);

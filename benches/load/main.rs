@@ -11,6 +11,11 @@
 //!   the common self-hosted pull-through cache;
 //! - **portcullis**: the release build, default settings (access log on).
 //!
+//! Variants of portcullis run beside the plain one in the same round (in the
+//! "direct" column: the anchor): `cache.verify_reads` for warm blobs, `[auth]`
+//! with a bearer token on every request for warm manifests, and another
+//! build (`PORTCULLIS_BENCH_BASELINE`).
+//!
 //! Every scenario runs `PORTCULLIS_BENCH_ROUNDS` times (default 5), the
 //! servers taking turns within a round; the table shows medians and
 //! portcullis's ratio to each anchor. Cold scenarios start each cache
@@ -30,7 +35,7 @@ mod client;
 mod report;
 mod servers;
 
-use client::{get_blob, hammer, herd};
+use client::{get_blob, hammer, hammer_with, herd};
 use report::Results;
 use servers::{Nginx, cpu_seconds, peak_rss_mib};
 use support::images::{TestImage, push_image, skopeo_copy_to_dir};
@@ -82,7 +87,46 @@ struct Warm {
     verifying: (String, Vec<u32>),
     /// Another build (`PORTCULLIS_BENCH_BASELINE`), if given.
     baseline: Option<(String, Vec<u32>)>,
-    _keep: (Nginx, Portcullis, Registry, Portcullis, Option<Portcullis>),
+    /// portcullis with `[auth]`, and the `Authorization` line (a bearer
+    /// token) its clients send: what client authentication costs.
+    auth: (String, Vec<u32>, String),
+    _keep: (
+        Nginx,
+        Portcullis,
+        Registry,
+        Portcullis,
+        Option<Portcullis>,
+        Portcullis,
+    ),
+}
+
+/// portcullis with `[auth]` (one htpasswd user allowed everything), and a
+/// bearer token for `repo` from its `/token`, as an `Authorization` line.
+fn portcullis_with_auth(up: &Registry, repo: &str) -> (Portcullis, String) {
+    let htpasswd = format!("bench:{}\n", bcrypt::hash("bench-pw", 4).unwrap());
+    let p = Portcullis::start_with_files(
+        &format!(
+            "{}default = true\n[auth]\nhtpasswd = \"htpasswd\"\ntoken_ttl = \"1h\"\n[[auth.access]]\nusers = [\"bench\"]\nimages = [\"registry.bench/**\"]\n",
+            upstream("registry.bench", &up.url())
+        ),
+        &[("htpasswd", &htpasswd)],
+    )
+    .unwrap();
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bench:bench-pw")
+    );
+    let r = support::http_get(
+        &format!(
+            "{}/token?service=portcullis&scope=repository:{repo}:pull",
+            p.url()
+        ),
+        &[("Authorization", &basic)],
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let header = format!("Authorization: Bearer {}\r\n", v["token"].as_str().unwrap());
+    (p, header)
 }
 
 impl Warm {
@@ -109,6 +153,11 @@ impl Warm {
             )
             .unwrap()
         });
+        let (pa, bearer) = portcullis_with_auth(up, &img.repo);
+        for reference in ["v1", img.manifest().digest.as_str()] {
+            let path = format!("/v2/{}/manifests/{reference}", img.repo);
+            hammer_with(pa.host(), "GET", &path, 1, 0.05, &bearer);
+        }
         let mut fill = vec![p.host().to_owned(), d.host(), pv.host().to_owned()];
         fill.extend(base.as_ref().map(|b| b.host().to_owned()));
         for host in fill {
@@ -134,7 +183,8 @@ impl Warm {
             hosts,
             verifying: (pv.host().to_owned(), vec![pv.pid()]),
             baseline: base.as_ref().map(|b| (b.host().to_owned(), vec![b.pid()])),
-            _keep: (nginx, p, d, pv, base),
+            auth: (pa.host().to_owned(), vec![pa.pid()], bearer),
+            _keep: (nginx, p, d, pv, base, pa),
         }
     }
 }
@@ -232,6 +282,33 @@ fn warm_manifests(res: &mut Results, warm: &Warm, img: &TestImage) {
             res.add(&rate, "req/s", true, name, l.per_second);
             res.add(&format!("  p50 of {what}"), "ms", false, name, l.p50_ms);
             res.add(&format!("  p99 of {what}"), "ms", false, name, l.p99_ms);
+        }
+    }
+    // Beside plain portcullis in the same round (in the "direct" column:
+    // the anchor), portcullis with [auth], every request carrying a bearer
+    // token: the ratio is what client authentication costs.
+    let plain = warm
+        .hosts
+        .iter()
+        .find(|(n, _, _)| *n == "portcullis")
+        .map(|(_, h, _)| h.clone())
+        .expect("portcullis is a warm server");
+    let (auth_host, _, bearer) = &warm.auth;
+    for (method, what, path) in runs {
+        for (name, host, headers) in [
+            ("direct", &plain, ""),
+            ("portcullis", auth_host, bearer.as_str()),
+        ] {
+            let l = hammer_with(host, method, path, CONNS, LOAD_SECS, headers);
+            let rate = format!("[auth] bearer: warm manifest {what} (direct = no [auth])");
+            res.add(&rate, "req/s", true, name, l.per_second);
+            res.add(
+                &format!("  [auth] bearer: p99 of {what}"),
+                "ms",
+                false,
+                name,
+                l.p99_ms,
+            );
         }
     }
 }
