@@ -6,12 +6,13 @@
 //! ([`ObjectReader`], which also work on an object still being written, for
 //! followers of a fill), stat (with [`ObjectStore::open`]), delete and list.
 //! Local files ([`local::LocalStore`]) are the only backend today; the request
-//! path only sees these traits, so a shared S3-compatible backend can be added
-//! without touching it. This module must not know about the index, tags,
+//! path only sees these traits, so the shared S3-compatible backend (its
+//! client is [`s3::client`]) can be added without touching it. This module must not know about the index, tags,
 //! upstreams or HTTP.
 
 pub mod buffers;
 pub mod local;
+pub mod s3;
 
 use std::future::Future;
 use std::io;

@@ -17,6 +17,7 @@ pub mod crafted;
 pub mod cut_proxy;
 pub mod fake_upstream;
 pub mod fixtures;
+pub mod garage;
 pub mod gate;
 pub mod images;
 pub mod notary;
