@@ -146,3 +146,68 @@ fn wrong_credentials_and_a_stopped_node_are_errors_of_their_kind() {
     g.start_again().unwrap();
     rt.block_on(s3.put("cache/x", bytes(10, 7))).unwrap();
 }
+
+#[test]
+fn a_streamed_upload_appears_only_when_completed() {
+    use portcullis::store::s3::upload::{PART_SIZE, Upload};
+    let g = Garage::start().unwrap();
+    let s3 = S3::new(&settings(&g, &g.secret)).unwrap();
+    runtime().block_on(async {
+        // Three parts and a bit, pushed in odd-sized chunks as a fill would.
+        let data = bytes(3 * PART_SIZE + 12_345, 9);
+        let mut up = Upload::begin(&s3, "cache/streamed").await.unwrap();
+        for chunk in data.chunks(700_001) {
+            up.push(chunk).await.unwrap();
+            assert_eq!(s3.head("cache/streamed").await.unwrap(), None);
+        }
+        assert_eq!(up.complete().await.unwrap(), data.len() as u64);
+        assert_eq!(
+            s3.head("cache/streamed").await.unwrap(),
+            Some(data.len() as u64)
+        );
+        for at in [0, PART_SIZE - 3, 2 * PART_SIZE + 1, 3 * PART_SIZE] {
+            let got = s3
+                .read("cache/streamed", at as u64, 4096)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, data.slice(at..(at + 4096).min(data.len())), "at {at}");
+        }
+
+        // Aborted: nothing under the key, and the upload is gone.
+        let mut up = Upload::begin(&s3, "cache/aborted").await.unwrap();
+        up.push(&data[..PART_SIZE + 1]).await.unwrap();
+        let id = up.id().to_owned();
+        up.abort().await.unwrap();
+        assert_eq!(s3.head("cache/aborted").await.unwrap(), None);
+        assert!(
+            s3.upload_part("cache/aborted", &id, 9, bytes(10, 1))
+                .await
+                .is_err()
+        );
+
+        // Dropped half-way (a failed fill): aborted in the background.
+        let mut up = Upload::begin(&s3, "cache/dropped").await.unwrap();
+        up.push(&data[..PART_SIZE + 1]).await.unwrap();
+        let id = up.id().to_owned();
+        drop(up);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s3
+            .upload_part("cache/dropped", &id, 9, bytes(10, 1))
+            .await
+            .is_ok()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dropped upload lingers"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(s3.head("cache/dropped").await.unwrap(), None);
+
+        // An empty object.
+        let up = Upload::begin(&s3, "cache/empty").await.unwrap();
+        assert_eq!(up.complete().await.unwrap(), 0);
+        assert_eq!(s3.head("cache/empty").await.unwrap(), Some(0));
+    });
+}
