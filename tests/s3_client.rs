@@ -211,3 +211,35 @@ fn a_streamed_upload_appears_only_when_completed() {
         assert_eq!(s3.head("cache/empty").await.unwrap(), Some(0));
     });
 }
+
+#[test]
+fn a_published_object_is_found_by_digest_and_read_by_range() {
+    use portcullis::digest::{Algorithm, Digest};
+    use portcullis::store::read_chunk;
+    use portcullis::store::s3::objects::{key, open};
+    let g = Garage::start().unwrap();
+    let s3 = S3::new(&settings(&g, &g.secret)).unwrap();
+    runtime().block_on(async {
+        let data = bytes(1_000_000, 11);
+        let digest = Digest::of(Algorithm::Sha256, &data);
+        assert!(open(&s3, "cache/", &digest).await.unwrap().is_none());
+        s3.put(&key("cache/", &digest), data.clone()).await.unwrap();
+        let object = open(&s3, "cache/", &digest).await.unwrap().unwrap();
+        assert_eq!(object.size, data.len() as u64);
+        let got = read_chunk(&*object.reader, &digest, 999_000, 4096)
+            .await
+            .unwrap();
+        assert_eq!(got, data.slice(999_000..));
+        // Not under another prefix.
+        assert!(open(&s3, "other/", &digest).await.unwrap().is_none());
+        // Deleted under a reader: the read says so.
+        s3.delete(&key("cache/", &digest)).await.unwrap();
+        let e = read_chunk(&*object.reader, &digest, 0, 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, portcullis::store::StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+    });
+}

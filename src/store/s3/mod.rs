@@ -1,6 +1,7 @@
 //! Objects in an S3-compatible bucket shared by replicas (issue 14, in
 //! progress): [`client`] speaks the S3 API; [`upload`] streams one object
-//! up as a multipart upload that appears only when completed.
+//! up as a multipart upload that appears only when completed; [`objects`]
+//! names objects by digest and reads them back by range.
 //!
 //! Why `rusty-s3` over the hyper client already built, rather than
 //! `object_store` or the AWS SDK: it signs and parses the XML and does no
@@ -15,4 +16,5 @@
 //! the index, tags, upstreams or the HTTP of the pull API.
 
 pub mod client;
+pub mod objects;
 pub mod upload;
