@@ -322,26 +322,16 @@ pub fn main() -> ExitCode {
             password_file,
             images,
         } => {
-            let credentials = match (username, password_file) {
-                (Some(username), Some(file)) => match std::fs::read_to_string(&file) {
-                    Ok(p) if !p.trim_end_matches(['\r', '\n']).is_empty() => {
-                        Some(crate::config::Credentials {
-                            username,
-                            password: crate::config::Secret::new(
-                                p.trim_end_matches(['\r', '\n']).to_owned(),
-                            ),
-                        })
-                    }
-                    Ok(_) => {
-                        eprintln!("portcullis: --password-file {}: empty", file.display());
-                        return ExitCode::from(2);
-                    }
-                    Err(e) => {
-                        eprintln!("portcullis: --password-file {}: {e}", file.display());
-                        return ExitCode::from(2);
-                    }
-                },
-                _ => None,
+            let credentials = match crate::config::credentials(
+                ("--username", username),
+                ("--password-file", password_file),
+                std::path::Path::new(""),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    return ExitCode::from(2);
+                }
             };
             let (config, runtime, images) =
                 match config_runtime_images(config.as_ref(), images, images_from.as_deref()) {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gate;
+pub mod https;
 pub mod json;
 pub mod manifest;
 pub mod media;

@@ -26,7 +26,7 @@ use crate::reference::NameError;
 pub use auth::{AccessConfig, AuthConfig, TokenKey};
 use units::{UnitError, parse_duration, parse_size};
 use upstream::RawUpstream;
-pub use upstream::{Credentials, Secret, UpstreamConfig, server_transport};
+pub use upstream::{Credentials, Secret, UpstreamConfig, credentials, server_transport};
 
 /// The configuration `portcullis serve` uses when given no `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");

@@ -106,6 +106,58 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Credentials from a user name and a file holding the password on one
+/// line, both or neither; each given with the key that names it in errors.
+/// Relative paths resolve against `base`.
+pub fn credentials(
+    (user_key, username): (&str, Option<String>),
+    (file_key, password_file): (&str, Option<PathBuf>),
+    base: &Path,
+) -> Result<Option<Credentials>, ConfigError> {
+    match (username, password_file) {
+        (None, None) => Ok(None),
+        (Some(username), Some(file)) => {
+            if username.is_empty()
+                || username.contains(':')
+                || username.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    user_key,
+                    "must be non-empty, without ':' or control characters",
+                ));
+            }
+            let (path, bytes) = read_file(file_key, resolve(base, &file))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| invalid(file_key, format!("{} is not UTF-8", path.display())))?;
+            let password = text.trim_end_matches(['\r', '\n']).to_owned();
+            if password.is_empty() || password.contains(['\r', '\n']) {
+                return Err(invalid(
+                    file_key,
+                    format!("{} must hold the password on one line", path.display()),
+                ));
+            }
+            Ok(Some(Credentials {
+                username,
+                password: Secret::new(password),
+            }))
+        }
+        // "is required with username": the other key's own name.
+        (Some(_), None) => Err(invalid(
+            file_key,
+            format!("is required with {}", field(user_key)),
+        )),
+        (None, Some(_)) => Err(invalid(
+            user_key,
+            format!("is required with {}", field(file_key)),
+        )),
+    }
+}
+
+/// The last component of a key (`upstream[0].username` → `username`).
+fn field(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
 impl RawUpstream {
     pub(super) fn validate(self, key: &str, base: &Path) -> Result<UpstreamConfig, ConfigError> {
         let k = |field: &str| format!("{key}.{field}");
@@ -123,44 +175,11 @@ impl RawUpstream {
                 source,
             })?;
         let url = parse_upstream_url(&k("url"), &self.url)?;
-        let credentials = match (self.username, self.password_file) {
-            (None, None) => None,
-            (Some(username), Some(file)) => {
-                if username.is_empty()
-                    || username.contains(':')
-                    || username.chars().any(char::is_control)
-                {
-                    return Err(invalid(
-                        k("username"),
-                        "must be non-empty, without ':' or control characters",
-                    ));
-                }
-                let (path, bytes) = read_file(&k("password_file"), resolve(base, &file))?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    invalid(
-                        k("password_file"),
-                        format!("{} is not UTF-8", path.display()),
-                    )
-                })?;
-                let password = text.trim_end_matches(['\r', '\n']).to_owned();
-                if password.is_empty() || password.contains(['\r', '\n']) {
-                    return Err(invalid(
-                        k("password_file"),
-                        format!("{} must hold the password on one line", path.display()),
-                    ));
-                }
-                Some(Credentials {
-                    username,
-                    password: Secret::new(password),
-                })
-            }
-            (Some(_), None) => {
-                return Err(invalid(k("password_file"), "is required with username"));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(k("username"), "is required with password_file"));
-            }
-        };
+        let credentials = credentials(
+            (&k("username"), self.username),
+            (&k("password_file"), self.password_file),
+            base,
+        )?;
         let ca_certs = match self.ca_file {
             Some(file) => certificates(&k("ca_file"), resolve(base, &file))?,
             None => Vec::new(),

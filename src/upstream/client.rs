@@ -10,7 +10,6 @@
 //! GET or HEAD, so all are idempotent. This module must not interpret
 //! registry semantics (status codes beyond transport, manifests, digests).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +19,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -46,35 +45,13 @@ const AGENT: &str = concat!("portcullis/", env!("CARGO_PKG_VERSION"));
 
 /// Build the pooled HTTP client for one upstream.
 pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in &cfg.ca_certs {
-        roots
-            .add(cert.clone())
-            .map_err(|source| UpstreamError::Tls {
+    let https =
+        crate::https::connector(&cfg.ca_certs, cfg.connect_timeout, true).map_err(|source| {
+            UpstreamError::Tls {
                 upstream: cfg.name.to_string(),
                 source,
-            })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|source| UpstreamError::Tls {
-            upstream: cfg.name.to_string(),
-            source,
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+            }
+        })?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https))

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, ETAG, RANGE};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -127,26 +127,8 @@ pub struct Listed {
 }
 
 fn client(settings: &S3Settings) -> Result<HttpClient, S3Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in &settings.ca_certs {
-        roots.add(cert.clone()).map_err(S3Error::Tls)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(S3Error::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(settings.timeout));
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let https = crate::https::connector(&settings.ca_certs, settings.timeout, false)
+        .map_err(S3Error::Tls)?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https))
