@@ -457,7 +457,7 @@ async fn import_image(
             .import_tag(&target, tag, &digest)
             .await
             .map_err(record)?;
-        cache.import_held(&target, &held).await.map_err(record)?;
+        cache.record_held(&target, &held).await.map_err(record)?;
     }
     for r in &image.referrers {
         let subject = parse_digest(name, &r.subject)?;
@@ -483,7 +483,7 @@ async fn import_image(
             .import_referrers(&target, &subject, &list)
             .await
             .map_err(record)?;
-        cache.import_held(&target, &held).await.map_err(record)?;
+        cache.record_held(&target, &held).await.map_err(record)?;
     }
     Ok((copied, skipped, bytes))
 }

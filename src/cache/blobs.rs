@@ -107,10 +107,7 @@ impl Cache {
     /// A blob, from the store or from a (possibly shared) upstream fill.
     /// Returns once the upstream has answered, before the bytes arrive.
     pub async fn blob(&self, target: &Target, digest: &Digest) -> Result<Blob, CacheError> {
-        let origin = Origin {
-            upstream: target.upstream,
-            repo: target.repo.clone(),
-        };
+        let origin = Origin::of(target);
         for _ in 0..ATTEMPTS {
             if self.0.offline {
                 let Some((info, pin)) = self.0.index.pin(digest) else {
@@ -224,7 +221,7 @@ impl Cache {
             return Ok((info.size, CacheResult::Hit));
         }
         if let Some(fill) = self.0.blob_fills.get(digest) {
-            if fill.origin.upstream != target.upstream || fill.origin.repo != target.repo {
+            if fill.origin != Origin::of(target) {
                 self.check_held(target, digest, Kind::Blob).await?;
             }
             if let Ok(Some(size)) = fill.ready().await {

@@ -122,6 +122,16 @@ pub struct Origin {
     pub repo: crate::reference::RepoName,
 }
 
+impl Origin {
+    /// The repository `target` asks through.
+    pub fn of(target: &crate::router::Target) -> Origin {
+        Origin {
+            upstream: target.upstream,
+            repo: target.repo.clone(),
+        }
+    }
+}
+
 /// A blob fill that followers can read from.
 pub struct Fill {
     pub origin: Origin,

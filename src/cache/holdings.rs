@@ -70,24 +70,17 @@ impl Cache {
                     _ => Ok(()),
                 }),
         };
-        match answer {
-            Ok(()) => {
-                self.0
-                    .index
-                    .add_holdings(&repository, std::slice::from_ref(digest))
-                    .await?;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        answer?;
+        self.0
+            .index
+            .add_holdings(&repository, std::slice::from_ref(digest))
+            .await?;
+        Ok(())
     }
 
-    /// Record that `target`'s repository holds `digests`.
-    pub(super) async fn record_held(
-        &self,
-        target: &Target,
-        digests: &[Digest],
-    ) -> Result<(), CacheError> {
+    /// Record that `target`'s repository holds `digests` (what the upstream
+    /// returned through it, or what a layout brought for it).
+    pub async fn record_held(&self, target: &Target, digests: &[Digest]) -> Result<(), CacheError> {
         if self.0.check_holdings {
             self.0
                 .index

@@ -100,12 +100,6 @@ impl Cache {
         self.set_tag(target, TagName::Tag(tag), digest).await
     }
 
-    /// With `[auth]`, record that `target` holds `digests` (what a layout
-    /// brought for it), so they are served through it even by digest alone.
-    pub async fn import_held(&self, target: &Target, digests: &[Digest]) -> Result<(), CacheError> {
-        self.record_held(target, digests).await
-    }
-
     /// Record `list` (an OCI index of referrer descriptors) as the
     /// referrers of `subject` in `target`.
     pub async fn import_referrers(

@@ -70,6 +70,8 @@ pub enum ServerError {
     Policy(#[source] crate::policy::PolicyError),
     #[error("cannot set up client authentication")]
     Auth(#[source] crate::auth::SetupError),
+    #[error("a start-up task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Which connections a service answers.
@@ -183,7 +185,7 @@ pub async fn bind_with(config: &Config, clock: Clock) -> Result<Bound, ServerErr
                 crate::auth::Auth::new(&cfg, &upstreams, tls, m, c)
             })
             .await
-            .map_err(|e| ServerError::Cache(CacheError::Task(e)))?
+            .map_err(ServerError::Task)?
             .map_err(ServerError::Auth)?;
             auth.spawn_reloader();
             tracing::info!(

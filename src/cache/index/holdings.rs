@@ -1,10 +1,9 @@
 //! Which repositories hold which objects, for `[auth]`: a blob or manifest
 //! cached for one repository is served through another only once that
-//! repository is known to hold it too. A pair is recorded when a manifest
-//! of the repository was served (it and everything it references) or an
-//! object was fetched from the upstream through it; forgotten with the
-//! object. Kept in memory and in redb. This module must not decide who may
-//! pull what.
+//! repository is known to hold it too (what counts as holding is
+//! `cache/holdings.rs`'s to say). Pairs are forgotten with their object.
+//! Kept in memory and in redb. This module must not decide who may pull
+//! what.
 
 use std::collections::HashSet;
 use std::sync::Arc;
