@@ -1,7 +1,8 @@
 //! The command line: `portcullis serve [--config FILE]`,
 //! `portcullis check-config FILE`, `portcullis verify [--config FILE] IMAGE`,
-//! `portcullis fsck [--config FILE]`, and `portcullis export` / `import` /
-//! `warm` for air-gapped sites and ahead-of-need pulls.
+//! `portcullis fsck [--config FILE]`, `portcullis export` / `import` /
+//! `warm` for air-gapped sites and ahead-of-need pulls, and `portcullis gc`
+//! for the shared bucket.
 //!
 //! Owns argument parsing, exit codes and the process's runtime. Configuration
 //! errors are printed with their whole cause chain, naming the key. This
@@ -130,6 +131,20 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(value_name = "PATH")]
         path: PathBuf,
+    },
+    /// Delete objects in the shared bucket (`[store] backend = "s3"`) that
+    /// no replica has used for `--older-than` (e.g. `30d`), with their
+    /// access markers. Exit 0 when done, 2 on errors.
+    Gc {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// How long unused, at least (`30d`, `12h`; at least twice
+        /// `[store] access_interval`).
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Report what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run the policy against an image through the configured upstreams.
     /// Exit 0 when it would be served, 1 when refused, 2 on errors.
@@ -397,6 +412,52 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Gc {
+            config,
+            older_than,
+            dry_run,
+        } => {
+            let (config, runtime) = match config_and_runtime(Some(&config)) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let older = match crate::config::units::parse_duration(&older_than) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("portcullis: --older-than: {}", chain(&e));
+                    return ExitCode::from(2);
+                }
+            };
+            let crate::config::StoreConfig::S3(settings) = &config.store else {
+                eprintln!(
+                    "portcullis: {}",
+                    chain(&crate::store::s3::access::GcError::NotShared)
+                );
+                return ExitCode::from(2);
+            };
+            let run = crate::store::s3::access::gc(settings, older, dry_run, Metrics::new());
+            match runtime.block_on(run) {
+                Ok(r) => {
+                    let verb = if dry_run { "would delete" } else { "deleted" };
+                    println!(
+                        "bucket {} prefix {:?}: {} objects ({} bytes); {verb} {} unused for {older_than} ({} bytes) and {} stray access markers; {} other keys left alone",
+                        settings.s3.bucket,
+                        settings.prefix,
+                        r.objects,
+                        r.bytes,
+                        r.old,
+                        r.old_bytes,
+                        r.stray_markers,
+                        r.foreign
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {}", chain(&e));
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Fsck { config } => {
             let (config, runtime) = match config_and_runtime(config.as_ref()) {
                 Ok(x) => x,
@@ -656,6 +717,17 @@ pub fn summary(c: &Config) -> String {
     );
     if let Some(a) = c.admin_listen {
         s.push_str(&format!("admin_listen {a}\n"));
+    }
+    if let crate::config::StoreConfig::S3(b) = &c.store {
+        s.push_str(&format!(
+            "store s3 {} bucket {} prefix {:?} ({} style), local_cache {} bytes, access_interval {:?}\n",
+            b.s3.endpoint,
+            b.s3.bucket,
+            b.prefix,
+            if b.s3.path_style { "path" } else { "virtual-host" },
+            b.local_cache,
+            b.access_interval
+        ));
     }
     if c.offline {
         s.push_str("offline: upstreams are never contacted\n");

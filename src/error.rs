@@ -19,6 +19,7 @@ use crate::auth::AuthError;
 use crate::cache::CacheError;
 use crate::manifest::ManifestError;
 use crate::router::{Endpoint, RouteError};
+use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
 /// The error codes of the OCI Distribution Spec.
@@ -179,6 +180,10 @@ fn cache_status(
         }
         CacheError::NoLength => (StatusCode::BAD_GATEWAY, unknown),
         CacheError::Store(e) if e.is_integrity() => (StatusCode::BAD_GATEWAY, Code::DigestInvalid),
+        CacheError::Store(StoreError::Shared(_) | StoreError::Upload(_)) => {
+            headers.push((RETRY_AFTER, HeaderValue::from_static("5")));
+            (StatusCode::SERVICE_UNAVAILABLE, unknown)
+        }
         CacheError::Upstream(e) => match e {
             UpstreamError::NotFound { .. } => (StatusCode::NOT_FOUND, unknown),
             UpstreamError::Unauthorized { .. } => (StatusCode::FORBIDDEN, Code::Denied),

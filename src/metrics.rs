@@ -64,6 +64,16 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct S3Labels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabels {
+    tier: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -99,6 +109,10 @@ struct Inner {
     connections_refused: Counter,
     fills_waiting: Gauge,
     fills_refused: Counter,
+    s3_requests: Family<S3Labels, Counter>,
+    s3_bytes: Family<S3Labels, Counter>,
+    s3_errors: Family<S3Labels, Counter>,
+    store_reads: Family<TierLabels, Counter>,
 }
 
 /// Handle to the process's metrics; cheap to clone.
@@ -286,6 +300,30 @@ impl Metrics {
             "Blob requests answered 503 because every fill slot and queue place was taken",
             fills_refused.clone(),
         );
+        let s3_requests = Family::<S3Labels, Counter>::default();
+        registry.register(
+            "s3_requests",
+            "Requests to the shared S3 bucket, by operation (retries included)",
+            s3_requests.clone(),
+        );
+        let s3_bytes = Family::<S3Labels, Counter>::default();
+        registry.register(
+            "s3_bytes",
+            "Body bytes sent to or received from the S3 bucket, by operation",
+            s3_bytes.clone(),
+        );
+        let s3_errors = Family::<S3Labels, Counter>::default();
+        registry.register(
+            "s3_errors",
+            "Failed S3 requests (connection, timeout, unexpected status), by operation",
+            s3_errors.clone(),
+        );
+        let store_reads = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "store_reads",
+            "Stored objects opened for reading, by where they were found: tier=\"local\" (this replica's disk) or \"bucket\" (the shared bucket)",
+            store_reads.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -311,6 +349,10 @@ impl Metrics {
             connections_refused,
             fills_waiting,
             fills_refused,
+            s3_requests,
+            s3_bytes,
+            s3_errors,
+            store_reads,
         }))
     }
 
@@ -415,6 +457,25 @@ impl Metrics {
                 requirement: requirement.to_owned(),
             })
             .inc();
+    }
+
+    /// One S3 request (see `s3_requests`), its body bytes either way, and
+    /// whether it failed.
+    pub fn s3_request(&self, op: &'static str, bytes: u64, failed: bool) {
+        let labels = S3Labels { op };
+        self.0.s3_requests.get_or_create(&labels).inc();
+        if bytes > 0 {
+            self.0.s3_bytes.get_or_create(&labels).inc_by(bytes);
+        }
+        if failed {
+            self.0.s3_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A stored object opened for reading from this replica's disk
+    /// (`local`) or the shared bucket (`bucket`).
+    pub fn store_read(&self, tier: &'static str) {
+        self.0.store_reads.get_or_create(&TierLabels { tier }).inc();
     }
 
     /// A request refused by `[auth]` (see `auth_failures`).

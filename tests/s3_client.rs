@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use portcullis::metrics::Metrics;
 use portcullis::store::s3::client::{S3, S3Error, S3Settings};
 use support::garage::Garage;
 
@@ -40,7 +41,7 @@ fn bytes(n: usize, seed: u8) -> Bytes {
 #[test]
 fn objects_are_written_read_by_range_listed_and_deleted() {
     let g = Garage::start().unwrap();
-    let s3 = S3::new(&settings(&g, &g.secret)).unwrap();
+    let s3 = S3::new(&settings(&g, &g.secret), Metrics::new()).unwrap();
     runtime().block_on(async {
         let data = bytes(300_000, 1);
         assert_eq!(s3.head("cache/a").await.unwrap(), None);
@@ -70,6 +71,8 @@ fn objects_are_written_read_by_range_listed_and_deleted() {
                 .is_empty()
         );
         let (listed, next) = s3.list("cache/", None).await.unwrap();
+        let recent = std::time::SystemTime::now() - Duration::from_secs(300);
+        assert!(listed.iter().all(|l| l.modified > recent), "{listed:?}");
         let mut keys: Vec<(String, u64)> = listed.into_iter().map(|l| (l.key, l.size)).collect();
         keys.sort();
         assert_eq!(
@@ -86,7 +89,7 @@ fn objects_are_written_read_by_range_listed_and_deleted() {
 #[test]
 fn a_multipart_object_exists_only_once_completed_and_an_abort_leaves_nothing() {
     let g = Garage::start().unwrap();
-    let s3 = S3::new(&settings(&g, &g.secret)).unwrap();
+    let s3 = S3::new(&settings(&g, &g.secret), Metrics::new()).unwrap();
     runtime().block_on(async {
         let (p1, p2) = (bytes(5 * MIB, 4), bytes(MIB + 17, 5));
         let id = s3.create_multipart("cache/big").await.unwrap();
@@ -133,8 +136,8 @@ fn a_multipart_object_exists_only_once_completed_and_an_abort_leaves_nothing() {
 #[test]
 fn wrong_credentials_and_a_stopped_node_are_errors_of_their_kind() {
     let mut g = Garage::start().unwrap();
-    let wrong = S3::new(&settings(&g, &"0".repeat(64))).unwrap();
-    let s3 = S3::new(&settings(&g, &g.secret)).unwrap();
+    let wrong = S3::new(&settings(&g, &"0".repeat(64)), Metrics::new()).unwrap();
+    let s3 = S3::new(&settings(&g, &g.secret), Metrics::new()).unwrap();
     let rt = runtime();
     let e = rt.block_on(wrong.put("cache/x", bytes(10, 6))).unwrap_err();
     assert!(matches!(e, S3Error::Status { status: 403, .. }), "{e}");
@@ -151,16 +154,17 @@ fn wrong_credentials_and_a_stopped_node_are_errors_of_their_kind() {
 fn a_streamed_upload_appears_only_when_completed() {
     use portcullis::store::s3::upload::{PART_SIZE, Upload};
     let g = Garage::start().unwrap();
-    let s3 = S3::new(&settings(&g, &g.secret)).unwrap();
+    let s3 = S3::new(&settings(&g, &g.secret), Metrics::new()).unwrap();
     runtime().block_on(async {
-        // Three parts and a bit, pushed in odd-sized chunks as a fill would.
+        // Three parts and a bit, as the spool grows.
         let data = bytes(3 * PART_SIZE + 12_345, 9);
-        let mut up = Upload::begin(&s3, "cache/streamed").await.unwrap();
-        for chunk in data.chunks(700_001) {
-            up.push(chunk).await.unwrap();
+        let mut up = Upload::new(&s3, "cache/streamed");
+        for part in data.chunks(PART_SIZE).take(3) {
+            up.part(Bytes::copy_from_slice(part)).await.unwrap();
             assert_eq!(s3.head("cache/streamed").await.unwrap(), None);
         }
-        assert_eq!(up.complete().await.unwrap(), data.len() as u64);
+        assert!(up.id().is_some(), "a multipart upload");
+        up.complete(data.slice(3 * PART_SIZE..)).await.unwrap();
         assert_eq!(
             s3.head("cache/streamed").await.unwrap(),
             Some(data.len() as u64)
@@ -175,9 +179,9 @@ fn a_streamed_upload_appears_only_when_completed() {
         }
 
         // Aborted: nothing under the key, and the upload is gone.
-        let mut up = Upload::begin(&s3, "cache/aborted").await.unwrap();
-        up.push(&data[..PART_SIZE + 1]).await.unwrap();
-        let id = up.id().to_owned();
+        let mut up = Upload::new(&s3, "cache/aborted");
+        up.part(data.slice(..PART_SIZE)).await.unwrap();
+        let id = up.id().unwrap().to_owned();
         up.abort().await.unwrap();
         assert_eq!(s3.head("cache/aborted").await.unwrap(), None);
         assert!(
@@ -187,9 +191,9 @@ fn a_streamed_upload_appears_only_when_completed() {
         );
 
         // Dropped half-way (a failed fill): aborted in the background.
-        let mut up = Upload::begin(&s3, "cache/dropped").await.unwrap();
-        up.push(&data[..PART_SIZE + 1]).await.unwrap();
-        let id = up.id().to_owned();
+        let mut up = Upload::new(&s3, "cache/dropped");
+        up.part(data.slice(..PART_SIZE)).await.unwrap();
+        let id = up.id().unwrap().to_owned();
         drop(up);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while s3
@@ -205,9 +209,15 @@ fn a_streamed_upload_appears_only_when_completed() {
         }
         assert_eq!(s3.head("cache/dropped").await.unwrap(), None);
 
+        // One part's worth or less: a single PUT, no multipart upload.
+        let up = Upload::new(&s3, "cache/small");
+        assert!(up.id().is_none());
+        up.complete(data.slice(..1000)).await.unwrap();
+        assert_eq!(s3.head("cache/small").await.unwrap(), Some(1000));
+
         // An empty object.
-        let up = Upload::begin(&s3, "cache/empty").await.unwrap();
-        assert_eq!(up.complete().await.unwrap(), 0);
+        let up = Upload::new(&s3, "cache/empty");
+        up.complete(Bytes::new()).await.unwrap();
         assert_eq!(s3.head("cache/empty").await.unwrap(), Some(0));
     });
 }
@@ -218,7 +228,7 @@ fn a_published_object_is_found_by_digest_and_read_by_range() {
     use portcullis::store::read_chunk;
     use portcullis::store::s3::objects::{key, open};
     let g = Garage::start().unwrap();
-    let s3 = S3::new(&settings(&g, &g.secret)).unwrap();
+    let s3 = S3::new(&settings(&g, &g.secret), Metrics::new()).unwrap();
     runtime().block_on(async {
         let data = bytes(1_000_000, 11);
         let digest = Digest::of(Algorithm::Sha256, &data);

@@ -20,7 +20,7 @@ use super::{Cache, CacheError};
 use crate::digest::Digest;
 use crate::metrics::CacheResult;
 use crate::router::Target;
-use crate::store::ObjectReader;
+use crate::store::{ObjectReader, StoreError};
 use crate::upstream::UpstreamError;
 
 enum Source {
@@ -90,6 +90,9 @@ impl Blob {
         }
     }
 }
+
+/// Bytes read from the shared bucket per request when copying an object.
+const COPY_READ: usize = 8 * 1024 * 1024;
 
 /// How many times a request joins, leads or retries a fill.
 const ATTEMPTS: usize = 4;
@@ -231,6 +234,13 @@ impl Cache {
         if self.0.offline {
             return Err(CacheError::Offline);
         }
+        // Another replica stored it: its size, unless the upstream must
+        // confirm that this repository holds it anyway.
+        if !self.checks_holdings()
+            && let Some(shared) = self.0.store.shared(digest).await?
+        {
+            return Ok((shared.size, CacheResult::Hit));
+        }
         let upstream = self.0.upstreams.get(target.upstream);
         match upstream.head_blob(&target.repo, digest).await? {
             Some(size) => Ok((size, CacheResult::Pass)),
@@ -283,6 +293,13 @@ impl Cache {
     ) -> Result<(Arc<dyn ObjectReader>, u64, PinGuard), CacheError> {
         // Held for the download's whole life, publishing included.
         let _slot = self.fill_slot().await?;
+        // Stored by another replica: copied from the bucket, verified, and
+        // no upstream request for the bytes. Through this repository only
+        // if it holds the object (with [auth], the upstream confirms it).
+        if let Some(shared) = self.0.store.shared(digest).await? {
+            self.check_held(target, digest, Kind::Blob).await?;
+            return self.copy_shared(digest, shared, producer).await;
+        }
         let upstream = self.0.upstreams.get(target.upstream);
         let name = upstream.name().to_owned();
         let download = upstream.get_blob(&target.repo, digest).await?;
@@ -305,6 +322,69 @@ impl Cache {
         let size = pending.size();
         // Verified: release the held-back last bytes now, and make the
         // object durable and visible behind them.
+        producer.verified(reader.clone(), size);
+        let pin = self.commit(pending, digest, None).await?;
+        Ok((reader, size, pin))
+    }
+
+    /// Copy an object another replica stored, through a verified writer,
+    /// streaming it to followers as a fill from upstream would. Bytes that
+    /// do not match fail the fill (as wrong upstream bytes do) and the
+    /// shared copy is checked and removed, so the next request fetches
+    /// the blob from upstream.
+    async fn copy_shared(
+        &self,
+        digest: &Digest,
+        shared: crate::store::StoredObject,
+        producer: &FillProducer,
+    ) -> Result<(Arc<dyn ObjectReader>, u64, PinGuard), CacheError> {
+        let size = shared.size;
+        let mut writer = self.0.store.copy(digest, Some(size)).await?;
+        let reader = writer.reader();
+        let written = writer.written();
+        producer.streaming(reader.clone(), Some(size));
+        let read = |at: u64| {
+            let len = (size - at).min(COPY_READ as u64) as usize;
+            shared.reader.read_at(at, len)
+        };
+        let mut at = 0u64;
+        // One read ahead while the last one is written.
+        let mut next = (size > 0).then(|| read(0));
+        while let Some(pending_read) = next.take() {
+            let data = pending_read.await.map_err(|source| StoreError::Io {
+                op: "read from the shared bucket",
+                path: digest.to_string().into(),
+                source,
+            })?;
+            if data.is_empty() {
+                break;
+            }
+            at = at.saturating_add(data.len() as u64);
+            if at < size {
+                next = Some(read(at));
+            }
+            let mut rest = data;
+            while !rest.is_empty() {
+                let piece = rest.split_to(rest.len().min(crate::store::buffers::CHUNK));
+                writer.append(piece.clone()).await?;
+                producer.received(piece, *written.borrow());
+            }
+        }
+        let pending = match writer.finish().await {
+            Ok(p) => p,
+            Err(e) => {
+                if e.is_integrity() {
+                    let cache = self.clone();
+                    let d = digest.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = cache.0.store.discard_shared(&d).await {
+                            tracing::warn!(digest = %d, error = %crate::error::chain(&e), "cannot check a shared object that did not verify");
+                        }
+                    });
+                }
+                return Err(e.into());
+            }
+        };
         producer.verified(reader.clone(), size);
         let pin = self.commit(pending, digest, None).await?;
         Ok((reader, size, pin))

@@ -37,12 +37,13 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::digest::Digest;
 use crate::manifest::ManifestError;
 use crate::metrics::Metrics;
 use crate::router::UpstreamId;
 use crate::store::local::LocalStore;
+use crate::store::s3::BucketStore;
 use crate::store::{Check, ObjectStore, PendingObject, StoreError};
 use crate::upstream::{UpstreamError, Upstreams};
 use fill::Fill;
@@ -159,9 +160,19 @@ impl Cache {
     ) -> Result<Cache, CacheError> {
         let dir = config.data_dir.clone();
         let time = clock.clone();
+        let backend = config.store.clone();
+        let store_metrics = metrics.clone();
+        // The bucket client spawns its marker writer: built on the runtime.
+        let runtime = tokio::runtime::Handle::current();
         let (store, (index, opened)) =
             tokio::task::spawn_blocking(move || -> Result<_, CacheError> {
-                let store = LocalStore::open(&dir)?;
+                let _runtime = runtime.enter();
+                let store: Arc<dyn ObjectStore> = match &backend {
+                    StoreConfig::Local => Arc::new(LocalStore::open(&dir)?),
+                    StoreConfig::S3(settings) => {
+                        Arc::new(BucketStore::open(&dir, settings, store_metrics)?)
+                    }
+                };
                 let index = Index::open(&dir.join("index.redb"), time)?;
                 Ok((store, index))
             })
@@ -174,7 +185,6 @@ impl Cache {
                 "the cache index could not be read; it was moved aside and is rebuilt from the objects on disk (every object re-hashed; tags and verdicts are lost and will be fetched and checked again)"
             );
         }
-        let store: Arc<dyn ObjectStore> = Arc::new(store);
         let cache = Cache(Arc::new(Inner {
             index,
             store,
@@ -485,6 +495,14 @@ impl Cache {
         self.0.hot.remove(std::slice::from_ref(digest));
         self.0.index.forget(vec![digest.clone()]).await?;
         self.0.store.delete(vec![digest.clone()]).await?;
+        // A shared copy is checked on its own, and removed if it is bad too.
+        let store = self.0.store.clone();
+        let d = digest.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.discard_shared(&d).await {
+                tracing::warn!(digest = %d, error = %crate::error::chain(&e), "cannot check the shared copy of a damaged object");
+            }
+        });
         Ok(())
     }
 

@@ -48,6 +48,8 @@ impl Scratch {
             let scratch_config = Config {
                 data_dir: dir.clone(),
                 offline: false,
+                // Scratch work never touches a shared bucket.
+                store: crate::config::StoreConfig::Local,
                 ..config.clone()
             };
             let metrics = Metrics::new();

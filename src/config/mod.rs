@@ -9,6 +9,7 @@
 //! This module must not open sockets or the cache.
 
 mod auth;
+mod store;
 pub mod units;
 mod upstream;
 
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 use crate::reference::NameError;
 pub use auth::{AccessConfig, AuthConfig, TokenKey};
+pub use store::StoreConfig;
 use units::{UnitError, parse_duration, parse_size};
 use upstream::RawUpstream;
 pub use upstream::{Credentials, Secret, UpstreamConfig, credentials, server_transport};
@@ -111,6 +113,8 @@ struct RawConfig {
     auth: Option<auth::RawAuth>,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    store: store::RawStore,
     #[serde(default, rename = "upstream")]
     upstreams: Vec<RawUpstream>,
 }
@@ -177,6 +181,8 @@ pub struct Config {
     /// `None`: an open mirror (every client may pull everything).
     pub auth: Option<AuthConfig>,
     pub cache: CacheConfig,
+    /// Where object bytes live (`[store]`).
+    pub store: StoreConfig,
     pub upstreams: Vec<UpstreamConfig>,
 }
 
@@ -394,6 +400,11 @@ impl RawConfig {
         if cache.max_fills == 0 {
             return Err(invalid("cache.max_fills", "must be greater than zero"));
         }
+        let mut store = self.store.validate(base)?;
+        if let StoreConfig::S3(s) = &mut store {
+            // What this replica indexes bounds what it keeps locally.
+            s.local_cache = s.local_cache.min(cache.max_size);
+        }
         if self.upstreams.is_empty() {
             return Err(invalid(
                 "upstream",
@@ -442,6 +453,7 @@ impl RawConfig {
             tls,
             auth,
             cache,
+            store,
             upstreams,
         })
     }

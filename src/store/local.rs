@@ -20,8 +20,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::buffers::Buffers;
 use super::{
-    BoxFuture, ObjectReader, ObjectStore, ObjectWriter, PendingObject, StoreError, StoredObject,
-    blocking,
+    BoxFuture, Listing, ObjectReader, ObjectStore, ObjectWriter, PendingObject, StoreError,
+    StoredObject, blocking,
 };
 use crate::digest::{Algorithm, Digest, Hasher};
 
@@ -144,9 +144,14 @@ impl ObjectStore for LocalStore {
         }))
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<(Digest, u64)>, StoreError>> {
+    fn list(&self) -> BoxFuture<'_, Result<Listing, StoreError>> {
         let root = self.root.clone();
-        Box::pin(blocking(move || list_objects(&root)))
+        Box::pin(blocking(move || {
+            Ok(Listing {
+                objects: list_objects(&root)?,
+                complete: true,
+            })
+        }))
     }
 }
 
@@ -558,7 +563,8 @@ mod tests {
         );
         assert_eq!(read_all(&*reader).await, data);
         let listed = store.list().await.unwrap();
-        assert_eq!(listed, vec![(d.clone(), data.len() as u64)]);
+        assert_eq!(listed.objects, vec![(d.clone(), data.len() as u64)]);
+        assert!(listed.complete);
         store.delete(vec![d.clone()]).await.unwrap();
         assert!(store.open(&d).await.unwrap().is_none());
     }
@@ -579,7 +585,7 @@ mod tests {
             .join(d.hex());
         assert_eq!(std::fs::read(path).unwrap(), data);
         assert_eq!(
-            store.list().await.unwrap(),
+            store.list().await.unwrap().objects,
             vec![(d.clone(), data.len() as u64)]
         );
         let wrong = Digest::of(Algorithm::Sha512, b"other");
@@ -603,7 +609,7 @@ mod tests {
         assert!(store.open(&d).await.unwrap().is_none());
         // The partial file is cleaned up.
         tokio::task::yield_now().await;
-        assert!(store.list().await.unwrap().is_empty());
+        assert!(store.list().await.unwrap().objects.is_empty());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
@@ -663,7 +669,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         fs::write(dir.path().join("tmp").join("abc.1.0"), b"partial").unwrap();
-        assert!(store.list().await.unwrap().is_empty());
+        assert!(store.list().await.unwrap().objects.is_empty());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 }

@@ -5,10 +5,13 @@
 //! finish if the bytes do not match the digest and length, ranged reads
 //! ([`ObjectReader`], which also work on an object still being written, for
 //! followers of a fill), stat (with [`ObjectStore::open`]), delete and list.
-//! Local files ([`local::LocalStore`]) are the only backend today; the request
-//! path only sees these traits, so the shared S3-compatible backend (its
-//! client is [`s3::client`]) can be added without touching it. This module must not know about the index, tags,
-//! upstreams or HTTP.
+//! Two backends: local files ([`local::LocalStore`]), and an S3-compatible
+//! bucket shared by replicas with an optional local copy
+//! ([`s3::BucketStore`]). The request path only sees these traits. A shared
+//! backend also answers [`ObjectStore::shared`] (an object another replica
+//! stored) and takes [`ObjectStore::copy`] writers (a verified local copy of
+//! it, published nowhere else). This module must not know about the index,
+//! tags, upstreams or HTTP.
 
 pub mod buffers;
 pub mod local;
@@ -44,6 +47,10 @@ pub enum StoreError {
     },
     #[error("the writer failed earlier and cannot continue")]
     WriterFailed,
+    #[error("the shared object store is unavailable")]
+    Shared(#[source] s3::client::S3Error),
+    #[error("storing the object in the shared object store failed")]
+    Upload(#[source] s3::upload::UploadError),
     #[error("storage task failed")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -75,12 +82,55 @@ pub trait ObjectStore: Send + Sync + 'static {
         digest: &'a Digest,
     ) -> BoxFuture<'a, Result<Option<StoredObject>, StoreError>>;
 
-    /// Delete published objects; absent ones are ignored.
+    /// Delete this replica's copies of published objects; absent ones are
+    /// ignored. A shared store keeps its shared copies (they are removed
+    /// only by `portcullis gc`).
     fn delete(&self, digests: Vec<Digest>) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Every published object with its size, after discarding unfinished
-    /// writes left by a crash. Used at start to reconcile with the index.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<(Digest, u64)>, StoreError>>;
+    /// This replica's published objects with their sizes, after discarding
+    /// unfinished writes left by a crash. Used at start to reconcile with
+    /// the index.
+    fn list(&self) -> BoxFuture<'_, Result<Listing, StoreError>>;
+
+    /// An object stored by another replica in storage they share and not
+    /// yet known here, opened for reading (`None` if absent, always for a
+    /// store that shares nothing). Its bytes are not trusted: they are
+    /// copied through a [`ObjectStore::copy`] writer, which verifies them.
+    fn shared<'a>(
+        &'a self,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<StoredObject>, StoreError>> {
+        let _ = digest;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Begin a verified copy of an object found by [`ObjectStore::shared`]:
+    /// like [`ObjectStore::create`], but publishing keeps only what this
+    /// replica keeps locally, and stores nothing shared again.
+    fn copy<'a>(
+        &'a self,
+        digest: &'a Digest,
+        expected_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StoreError>> {
+        self.create(digest, expected_len)
+    }
+
+    /// Bytes of `digest` were found not to match it: remove the shared
+    /// copy too, if its own bytes are wrong (re-hashed first: a damaged
+    /// local copy says nothing about the shared one).
+    fn discard_shared<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = digest;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What [`ObjectStore::list`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub objects: Vec<(Digest, u64)>,
+    /// Whether every object the store holds is listed. A shared store lists
+    /// only the local copies: an object not listed may still be in the bucket.
+    pub complete: bool,
 }
 
 /// A published object, opened: its size as stored, and a reader.
@@ -165,9 +215,18 @@ pub async fn rehash(
     digest: &Digest,
     max_rate: u64,
 ) -> Result<Check, StoreError> {
-    let Some(object) = store.open(digest).await? else {
-        return Ok(Check::Absent);
-    };
+    match store.open(digest).await? {
+        Some(object) => rehash_object(object, digest, max_rate).await,
+        None => Ok(Check::Absent),
+    }
+}
+
+/// [`rehash`] of an object already opened.
+pub async fn rehash_object(
+    object: StoredObject,
+    digest: &Digest,
+    max_rate: u64,
+) -> Result<Check, StoreError> {
     let mut hasher = crate::digest::Hasher::new(digest.algorithm());
     let mut at = 0u64;
     while at < object.size {

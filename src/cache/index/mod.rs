@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::digest::Digest;
 use crate::reference::{RegistryHost, RepoName, Tag};
+use crate::store::Listing;
 use writer::{Op, Writer};
 
 /// digest -> (size, last access in ms since the epoch, media type or "" for blobs)
@@ -356,8 +357,12 @@ impl Index {
     }
 
     /// Compare with the objects actually stored: drop entries without a
-    /// matching file and report files without an entry.
-    pub async fn reconcile(&self, stored: &[(Digest, u64)]) -> Result<Reconciled, IndexError> {
+    /// matching file and report files without an entry. When the listing
+    /// is not complete (a shared store lists only local copies), an entry
+    /// not listed stays: its object may be in the bucket, and is checked
+    /// when opened.
+    pub async fn reconcile(&self, listing: &Listing) -> Result<Reconciled, IndexError> {
+        let stored = &listing.objects;
         let on_disk: HashMap<&Digest, u64> = stored.iter().map(|(d, n)| (d, *n)).collect();
         let mut out = Reconciled::default();
         let mut missing = Vec::new();
@@ -365,7 +370,8 @@ impl Index {
             let mut mem = self.mem();
             let Mem { objects, total, .. } = &mut *mem;
             objects.retain(|d, e| {
-                if on_disk.get(d) == Some(&e.info.size) {
+                let found = on_disk.get(d);
+                if found == Some(&e.info.size) || (found.is_none() && !listing.complete) {
                     out.kept += 1;
                     true
                 } else {
@@ -675,11 +681,35 @@ mod tests {
         drop(idx.insert(&d("gone"), 3, None).await.unwrap());
         drop(idx.insert(&d("short"), 3, None).await.unwrap());
         let stored = vec![(d("kept"), 3), (d("short"), 2), (d("orphan"), 7)];
-        let r = idx.reconcile(&stored).await.unwrap();
+        let listing = Listing {
+            objects: stored,
+            complete: true,
+        };
+        let r = idx.reconcile(&listing).await.unwrap();
         assert_eq!(r.kept, 1);
         assert_eq!(r.dropped_entries, 2);
         assert_eq!(r.orphans, vec![d("short"), d("orphan")]);
         assert_eq!(idx.totals(), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_listing_keeps_entries_it_does_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("i.redb"), Clock::system())
+            .unwrap()
+            .0;
+        drop(idx.insert(&d("in the bucket"), 3, None).await.unwrap());
+        drop(idx.insert(&d("short"), 3, None).await.unwrap());
+        // Only local copies are listed: one is the wrong size.
+        let listing = Listing {
+            objects: vec![(d("short"), 2), (d("orphan"), 7)],
+            complete: false,
+        };
+        let r = idx.reconcile(&listing).await.unwrap();
+        assert_eq!(r.kept, 1);
+        assert_eq!(r.dropped_entries, 1);
+        assert_eq!(r.orphans, vec![d("short"), d("orphan")]);
+        assert!(idx.get(&d("in the bucket")).is_some());
     }
 
     #[tokio::test]

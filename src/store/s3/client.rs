@@ -11,7 +11,7 @@
 //! objects are.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, ETAG, RANGE};
@@ -24,8 +24,16 @@ use hyper_util::rt::TokioExecutor;
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
-/// How long a signed request stays valid.
-const SIGNED_FOR: Duration = Duration::from_secs(60);
+use crate::metrics::Metrics;
+
+/// How long a signed request stays valid: its attempts, each bounded by
+/// the timeout, must fit.
+const SIGNED_FOR: Duration = Duration::from_secs(300);
+/// Attempts per request, the first included, when the service fails (5xx),
+/// throttles (429 or 503 SlowDown) or the connection does.
+const ATTEMPTS: u32 = 3;
+/// The pause before the second attempt; it doubles for each one after.
+const BACKOFF: Duration = Duration::from_millis(100);
 /// Longest XML or error body read.
 const MAX_DOCUMENT: usize = 8 * 1024 * 1024;
 /// Longest ranged read.
@@ -117,6 +125,7 @@ pub struct S3 {
     credentials: Arc<Credentials>,
     http: HttpClient,
     timeout: Duration,
+    metrics: Metrics,
 }
 
 /// An object listed.
@@ -124,6 +133,8 @@ pub struct S3 {
 pub struct Listed {
     pub key: String,
     pub size: u64,
+    /// When it was last written, as the service says.
+    pub modified: SystemTime,
 }
 
 fn client(settings: &S3Settings) -> Result<HttpClient, S3Error> {
@@ -135,7 +146,7 @@ fn client(settings: &S3Settings) -> Result<HttpClient, S3Error> {
 }
 
 impl S3 {
-    pub fn new(settings: &S3Settings) -> Result<S3, S3Error> {
+    pub fn new(settings: &S3Settings, metrics: Metrics) -> Result<S3, S3Error> {
         let style = if settings.path_style {
             UrlStyle::Path
         } else {
@@ -156,12 +167,59 @@ impl S3 {
             )),
             http: client(settings)?,
             timeout: settings.timeout,
+            metrics,
         })
     }
 
-    /// Send a signed request; the response's status, headers and body (the
+    /// Send a signed request, again after a pause while the service or the
+    /// connection fails (every request here may be repeated: the same key
+    /// gets the same bytes); the response's status, headers and body (the
     /// body read whole up to `limit` bytes).
     async fn send(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: url::Url,
+        headers: &[(http::HeaderName, String)],
+        body: Bytes,
+        limit: usize,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), S3Error> {
+        let (mut pause, mut attempt) = (BACKOFF, 1);
+        loop {
+            let answer = self
+                .send_once(
+                    op,
+                    method.clone(),
+                    url.clone(),
+                    headers,
+                    body.clone(),
+                    limit,
+                )
+                .await;
+            // A failed or throttled attempt is worth another; a 4xx is not.
+            let failed = match &answer {
+                Ok((status, _, _)) => {
+                    status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+                }
+                Err(e) => e.is_transient(),
+            };
+            let received = answer.as_ref().map_or(0, |(_, _, b)| b.len() as u64);
+            self.metrics.s3_request(
+                op,
+                (body.len() as u64).saturating_add(received),
+                failed || answer.is_err(),
+            );
+            if !failed || attempt >= ATTEMPTS {
+                return answer;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of [`S3::send`].
+    async fn send_once(
         &self,
         op: &'static str,
         method: Method,
@@ -459,9 +517,20 @@ impl S3 {
             .contents
             .into_iter()
             .map(|c| {
-                c.size
-                    .map(|size| Listed { key: c.key, size })
-                    .ok_or_else(|| invalid("an object without a size".into()))
+                let size = c
+                    .size
+                    .ok_or_else(|| invalid(format!("{}: no size", c.key)))?;
+                let modified = c
+                    .last_modified
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(SystemTime::from)
+                    .ok_or_else(|| invalid(format!("{}: no valid LastModified", c.key)))?;
+                Ok(Listed {
+                    key: c.key,
+                    size,
+                    modified,
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok((objects, parsed.next_continuation_token))

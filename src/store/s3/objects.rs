@@ -16,9 +16,15 @@ use crate::store::{BoxFuture, ObjectReader, StoredObject};
 
 /// The key of `digest` under `prefix` (empty, or ending in `/`).
 pub fn key(prefix: &str, digest: &Digest) -> String {
+    in_layout(prefix, "blobs", digest)
+}
+
+/// `<prefix><root>/<algorithm>/<first two hex digits>/<hex>`: where the
+/// bucket keeps something about `digest` (its bytes under `blobs`).
+pub fn in_layout(prefix: &str, root: &str, digest: &Digest) -> String {
     let hex = digest.hex();
     format!(
-        "{prefix}blobs/{}/{}/{hex}",
+        "{prefix}{root}/{}/{}/{hex}",
         digest.algorithm().name(),
         &hex[..2]
     )

@@ -1,13 +1,15 @@
-//! One object's multipart upload, fed in order while its bytes stream in:
-//! parts of [`PART_SIZE`] go up as they fill, at most [`IN_FLIGHT`] at once
-//! (so one upload holds at most `(IN_FLIGHT + 1) × PART_SIZE` bytes), each
-//! retried on transient
-//! failures. Nothing is visible under the key until [`Upload::complete`];
-//! [`Upload::abort`], or dropping the upload, removes the parts. This
-//! module must not decide whether the bytes are right: the verified writer
-//! completes only what verified.
+//! One object's upload, fed in order with parts of [`PART_SIZE`] bytes as
+//! they become available, then completed with the rest. An object no
+//! larger than one part goes up in a single `PUT` at completion (manifests,
+//! small layers); a larger one as a multipart upload, begun with its first
+//! part, with at most [`IN_FLIGHT`] parts uploading at once (so one upload
+//! holds at most `IN_FLIGHT × PART_SIZE` bytes). The client retries each
+//! request on transient failures. Nothing is visible under the key until
+//! [`Upload::complete`]; [`Upload::abort`], or dropping the upload, removes
+//! the parts. This module must not decide whether the bytes are right: the
+//! verified writer completes only what verified.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::client::{S3, S3Error};
@@ -18,8 +20,6 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 pub const IN_FLIGHT: usize = 2;
 /// S3's limit on parts per upload (80 000 MiB objects at [`PART_SIZE`]).
 const MAX_PARTS: u16 = 10_000;
-/// Attempts per part, the first included.
-const ATTEMPTS: u32 = 3;
 
 /// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,66 +36,36 @@ pub enum UploadError {
     Task(#[source] tokio::task::JoinError),
 }
 
-/// A multipart upload in progress.
+/// An upload in progress.
 pub struct Upload {
     s3: S3,
     key: String,
-    id: String,
-    buf: BytesMut,
+    /// The multipart upload's id, once its first part is sent.
+    id: Option<String>,
     next: u16,
     running: JoinSet<Result<(u16, String), S3Error>>,
     etags: Vec<(u16, String)>,
-    size: u64,
     /// Completed or aborted: nothing to clean up on drop.
     settled: bool,
 }
 
-async fn upload_part(
-    s3: S3,
-    key: String,
-    id: String,
-    number: u16,
-    body: Bytes,
-) -> Result<(u16, String), S3Error> {
-    let mut attempt = 1;
-    loop {
-        match s3.upload_part(&key, &id, number, body.clone()).await {
-            Ok(etag) => return Ok((number, etag)),
-            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 impl Upload {
-    /// Begin uploading `key`.
-    pub async fn begin(s3: &S3, key: &str) -> Result<Upload, UploadError> {
-        let id = s3
-            .create_multipart(key)
-            .await
-            .map_err(|source| UploadError::S3 {
-                key: key.to_owned(),
-                source,
-            })?;
-        Ok(Upload {
+    /// Prepare to upload `key`; nothing is sent yet.
+    pub fn new(s3: &S3, key: &str) -> Upload {
+        Upload {
             s3: s3.clone(),
             key: key.to_owned(),
-            id,
-            buf: BytesMut::new(),
+            id: None,
             next: 1,
             running: JoinSet::new(),
             etags: Vec::new(),
-            size: 0,
             settled: false,
-        })
+        }
     }
 
-    /// The upload id (for tests and logs).
-    pub fn id(&self) -> &str {
-        &self.id
+    /// The multipart upload id, once there is one (for tests and logs).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     fn failed(&self, source: S3Error) -> UploadError {
@@ -116,66 +86,62 @@ impl Upload {
         Ok(())
     }
 
-    /// Start uploading `body` as the next part, waiting first while
-    /// [`IN_FLIGHT`] parts are running.
-    async fn send_part(&mut self, body: Bytes) -> Result<(), UploadError> {
+    /// Start uploading `body` as the next part (every part but the last is
+    /// [`PART_SIZE`] bytes), waiting first while [`IN_FLIGHT`] parts run.
+    pub async fn part(&mut self, body: Bytes) -> Result<(), UploadError> {
         if self.next > MAX_PARTS {
             return Err(UploadError::TooLarge {
                 key: self.key.clone(),
             });
         }
+        let id = match &self.id {
+            Some(id) => id.clone(),
+            None => {
+                let id = self
+                    .s3
+                    .create_multipart(&self.key)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                self.id = Some(id.clone());
+                id
+            }
+        };
         while self.running.len() >= IN_FLIGHT {
             self.reap().await?;
         }
-        let (s3, key, id, n) = (
-            self.s3.clone(),
-            self.key.clone(),
-            self.id.clone(),
-            self.next,
-        );
-        self.running.spawn(upload_part(s3, key, id, n, body));
+        let (s3, key, n) = (self.s3.clone(), self.key.clone(), self.next);
+        self.running.spawn(async move {
+            let etag = s3.upload_part(&key, &id, n, body).await?;
+            Ok((n, etag))
+        });
         self.next += 1;
         Ok(())
     }
 
-    /// Append the next bytes of the object.
-    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
-        self.size = self.size.saturating_add(chunk.len() as u64);
-        self.buf.extend_from_slice(chunk);
-        while self.buf.len() >= PART_SIZE {
-            let part = self.buf.split_to(PART_SIZE).freeze();
-            self.send_part(part).await?;
-        }
-        Ok(())
-    }
-
-    /// Upload what is left and make the object visible under its key: its size.
-    pub async fn complete(mut self) -> Result<u64, UploadError> {
-        if self.size == 0 {
-            // S3 has no multipart object of no parts: an empty object is a PUT.
+    /// Upload `rest` (the object's last bytes, possibly none) and make the
+    /// object visible under its key.
+    pub async fn complete(mut self, rest: Bytes) -> Result<(), UploadError> {
+        if self.id.is_none() {
+            // One part's worth at most: a single PUT.
+            let put = self.s3.put(&self.key, rest).await;
             self.settled = true;
-            let _ = self.s3.abort_multipart(&self.key, &self.id).await;
-            self.s3
-                .put(&self.key, Bytes::new())
-                .await
-                .map_err(|e| self.failed(e))?;
-            return Ok(0);
+            return put.map_err(|e| self.failed(e));
         }
-        if !self.buf.is_empty() {
-            let rest = self.buf.split().freeze();
-            self.send_part(rest).await?;
+        if !rest.is_empty() {
+            self.part(rest).await?;
         }
         while !self.running.is_empty() {
             self.reap().await?;
         }
         self.etags.sort_by_key(|(n, _)| *n);
         let etags: Vec<String> = self.etags.iter().map(|(_, e)| e.clone()).collect();
+        let id = self.id.clone().unwrap_or_default();
         self.s3
-            .complete_multipart(&self.key, &self.id, &etags)
+            .complete_multipart(&self.key, &id, &etags)
             .await
             .map_err(|e| self.failed(e))?;
         self.settled = true;
-        Ok(self.size)
+        Ok(())
     }
 
     /// Abandon the upload: its parts are removed, nothing appears.
@@ -183,10 +149,14 @@ impl Upload {
         self.running.abort_all();
         while self.running.join_next().await.is_some() {}
         self.settled = true;
-        self.s3
-            .abort_multipart(&self.key, &self.id)
-            .await
-            .map_err(|e| self.failed(e))
+        match self.id.clone() {
+            Some(id) => self
+                .s3
+                .abort_multipart(&self.key, &id)
+                .await
+                .map_err(|e| self.failed(e)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -198,7 +168,8 @@ impl Drop for Upload {
             return;
         }
         self.running.abort_all();
-        let (s3, key, id) = (self.s3.clone(), self.key.clone(), self.id.clone());
+        let Some(id) = self.id.take() else { return };
+        let (s3, key) = (self.s3.clone(), self.key.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = s3.abort_multipart(&key, &id).await {
