@@ -375,3 +375,46 @@ fn gc_removes_only_what_no_replica_used_lately() {
     assert_eq!(r.digest, old.digest);
     assert_eq!(reg.count("GET", &format!("/blobs/{}", old.digest)), 1);
 }
+
+#[test]
+fn with_auth_a_shared_object_is_served_only_through_a_repository_that_holds_it() {
+    let g = Garage::start().unwrap();
+    let (reg, private) = registry_with_image("team/app:v1", &[2 * MIB]);
+    support::images::push_image(&reg.host(), "public/app:v1", "linux", "amd64", &[MIB], None)
+        .unwrap();
+    let layer = private.manifest().layers[0].digest.clone();
+    let up = format!(
+        "{}\n[auth]\nanonymous = [\"registry.test/**\"]\n",
+        upstream("registry.test", &reg.url())
+    );
+    let a = replica(&g, &up, "");
+    let b = replica(&g, &up, "");
+    assert_eq!(
+        client::get(&blob_url(&a, "team/app", &layer), &[])
+            .unwrap()
+            .digest,
+        layer
+    );
+    a.wait_fills_settled().unwrap();
+    assert!(in_bucket(&bucket(&g), &layer).is_some());
+
+    // B has it in the bucket, but the public repository does not hold it:
+    // the upstream says so, and nothing of the bucket's copy shows.
+    reg.clear_requests().unwrap();
+    let r = support::http_get(&blob_url(&b, "public/app", &layer), &[]).unwrap();
+    assert_eq!(r.status, 404);
+    let r = support::http_request("HEAD", &blob_url(&b, "public/app", &layer), &[], &[]).unwrap();
+    assert_eq!(r.status, 404);
+    // Through the private repository: confirmed by a HEAD, copied from the
+    // bucket, no upstream GET.
+    let r = client::get(&blob_url(&b, "team/app", &layer), &[]).unwrap();
+    assert_eq!(r.digest, layer);
+    reg.settle().unwrap();
+    assert_eq!(
+        reg.count("GET", &format!("/blobs/{layer}")),
+        0,
+        "{:?}",
+        reg.requests()
+    );
+    assert!(reg.count("HEAD", &format!("team/app/blobs/{layer}")) >= 1);
+}
