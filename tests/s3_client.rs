@@ -226,29 +226,67 @@ fn a_streamed_upload_appears_only_when_completed() {
 fn a_published_object_is_found_by_digest_and_read_by_range() {
     use portcullis::digest::{Algorithm, Digest};
     use portcullis::store::read_chunk;
-    use portcullis::store::s3::objects::{key, open};
+    use portcullis::store::s3::objects::{WINDOW, key, open};
     let g = Garage::start().unwrap();
     let s3 = S3::new(&settings(&g, &g.secret), Metrics::new()).unwrap();
+    // Room for two windows only: readers wait for the budget, never exceed it.
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(2 * WINDOW));
     runtime().block_on(async {
-        let data = bytes(1_000_000, 11);
+        let data = bytes(2 * WINDOW + 12_345, 11);
         let digest = Digest::of(Algorithm::Sha256, &data);
-        assert!(open(&s3, "cache/", &digest).await.unwrap().is_none());
+        assert!(
+            open(&s3, "cache/", &digest, &budget)
+                .await
+                .unwrap()
+                .is_none()
+        );
         s3.put(&key("cache/", &digest), data.clone()).await.unwrap();
-        let object = open(&s3, "cache/", &digest).await.unwrap().unwrap();
+        let object = open(&s3, "cache/", &digest, &budget)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(object.size, data.len() as u64);
-        let got = read_chunk(&*object.reader, &digest, 999_000, 4096)
+        // In chunks, as a response is served: every byte right.
+        let mut at = 0;
+        while at < data.len() {
+            let got = read_chunk(&*object.reader, &digest, at as u64, 256 * 1024)
+                .await
+                .unwrap();
+            assert_eq!(
+                got,
+                data.slice(at..(at + 256 * 1024).min(data.len())),
+                "at {at}"
+            );
+            at += got.len();
+        }
+        // Across a window's end, and at the object's end.
+        let got = read_chunk(&*object.reader, &digest, WINDOW as u64 - 100, 4096)
             .await
             .unwrap();
-        assert_eq!(got, data.slice(999_000..));
+        assert_eq!(got, data.slice(WINDOW - 100..WINDOW + 3996));
+        let end = data.len() as u64 - 1000;
+        let got = read_chunk(&*object.reader, &digest, end, 4096)
+            .await
+            .unwrap();
+        assert_eq!(got, data.slice(end as usize..));
         // Not under another prefix.
-        assert!(open(&s3, "other/", &digest).await.unwrap().is_none());
+        assert!(
+            open(&s3, "other/", &digest, &budget)
+                .await
+                .unwrap()
+                .is_none()
+        );
         // Deleted under a reader: the read says so.
+        let fresh = open(&s3, "cache/", &digest, &budget)
+            .await
+            .unwrap()
+            .unwrap();
         s3.delete(&key("cache/", &digest)).await.unwrap();
-        let e = read_chunk(&*object.reader, &digest, 0, 10)
+        let e = read_chunk(&*fresh.reader, &digest, 0, 10)
             .await
             .unwrap_err();
         assert!(
-            matches!(&e, portcullis::store::StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            portcullis::error::chain(&e).contains("gone from the bucket"),
             "{e:?}"
         );
     });

@@ -102,10 +102,19 @@ pub fn get_blob(host: &str, path: &str) -> u64 {
 /// `clients` GETs of `path` at once, released together; the wall time until
 /// the last one finished.
 pub fn herd(host: &str, path: &str, clients: usize) -> Duration {
+    herd_over(&[host.to_owned()], path, clients)
+}
+
+/// [`herd`] with the clients spread over `hosts` in turn.
+pub fn herd_over(hosts: &[String], path: &str, clients: usize) -> Duration {
     let barrier = Arc::new(Barrier::new(clients + 1));
     let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let (host, path, barrier) = (host.to_owned(), path.to_owned(), barrier.clone());
+        .map(|i| {
+            let (host, path, barrier) = (
+                hosts[i % hosts.len()].clone(),
+                path.to_owned(),
+                barrier.clone(),
+            );
             std::thread::spawn(move || {
                 barrier.wait();
                 get_blob(&host, &path)

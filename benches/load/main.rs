@@ -21,18 +21,21 @@
 //! portcullis's ratio to each anchor. Cold scenarios start each cache
 //! afresh (new process, empty storage). `PORTCULLIS_BENCH_ONLY` picks
 //! scenario groups (comma-separated: warm, manifests, cold, herd, rss,
-//! skopeo). `PORTCULLIS_BENCH_BASELINE=/path/to/portcullis` adds another
+//! skopeo, s3). The `s3` group ([`s3`]) runs portcullis on a real Garage
+//! node (`cargo install garage --locked`) beside portcullis on local files
+//! and distribution's proxy with its S3 driver. `PORTCULLIS_BENCH_BASELINE=/path/to/portcullis` adds another
 //! build of portcullis to the warm scenarios, beside this one, to measure a
 //! change. Nothing here asserts a time: the numbers go into
 //! docs/benchmarks.md.
 //!
-//! Needs `docker-registry skopeo umoci nginx-light` (apt-get).
+//! Needs `docker-registry skopeo umoci nginx-light` (apt-get) and `garage`.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod client;
 mod report;
+mod s3;
 mod servers;
 
 use client::{get_blob, hammer, hammer_with, herd};
@@ -431,6 +434,7 @@ fn main() {
     }
     let mut res = Results::default();
     let warm_servers = (run("warm") || run("manifests")).then(|| Warm::start(&up, &warm));
+    let garage = run("s3").then(|| support::garage::Garage::start().unwrap());
     for round in 1..=rounds {
         eprintln!("round {round}/{rounds}");
         if let Some(w) = &warm_servers {
@@ -452,6 +456,9 @@ fn main() {
         }
         if run("skopeo") {
             skopeo(&mut res, &up);
+        }
+        if let Some(g) = &garage {
+            s3::scenarios(&mut res, &up, g, &cold, round);
         }
     }
     println!("\n{}", res.table());

@@ -91,8 +91,9 @@ impl Blob {
     }
 }
 
-/// Bytes read from the shared bucket per request when copying an object.
-const COPY_READ: usize = 8 * 1024 * 1024;
+/// Bytes read from the shared bucket at a time when copying an object: a
+/// window of the bucket reader, which fetches the next one meanwhile.
+const COPY_READ: usize = crate::store::s3::objects::WINDOW;
 
 /// How many times a request joins, leads or retries a fill.
 const ATTEMPTS: usize = 4;

@@ -57,6 +57,19 @@ pub enum Mode {
     },
 }
 
+/// An S3 bucket for distribution's `s3` storage driver instead of files.
+#[derive(Clone, Debug)]
+pub struct S3Storage {
+    /// e.g. `http://127.0.0.1:P` (Garage).
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Key prefix, e.g. `/distribution`.
+    pub root: String,
+}
+
 /// One parsed access-log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessEntry {
@@ -100,6 +113,7 @@ struct LogState {
 /// Drop kills the process; the storage tempdir lives as long as this value.
 pub struct Registry {
     mode: Mode,
+    s3: Option<S3Storage>,
     port: u16,
     dir: tempfile::TempDir,
     log: Arc<LogState>,
@@ -112,6 +126,12 @@ impl Registry {
     /// Starts a registry in `mode` on a free port with fresh storage, and
     /// returns once it listens.
     pub fn start(mode: Mode) -> Result<Registry> {
+        Registry::start_on(mode, None)
+    }
+
+    /// [`Registry::start`] with its storage in an S3 bucket (`s3`), or in
+    /// files (`None`).
+    pub fn start_on(mode: Mode, s3: Option<S3Storage>) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-registry-")
             .tempdir()
@@ -119,6 +139,7 @@ impl Registry {
         std::fs::create_dir(dir.path().join("data")).map_err(|e| err!("mkdir data: {e}"))?;
         let mut reg = Registry {
             mode,
+            s3,
             port: free_port()?,
             dir,
             log: Arc::default(),
@@ -280,11 +301,22 @@ impl Registry {
             "  accesslog:",
             "    disabled: false",
             "storage:",
-            "  filesystem:",
-            &format!(
-                "    rootdirectory: {}",
-                q(&self.data_dir().to_string_lossy())
-            ),
+            &match &self.s3 {
+                None => format!(
+                    "  filesystem:\n    rootdirectory: {}",
+                    q(&self.data_dir().to_string_lossy())
+                ),
+                Some(s) => format!(
+                    // Blobs through the registry, not redirects to the bucket.
+                    "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: {}\n    regionendpoint: {}\n    bucket: {}\n    rootdirectory: {}\n  redirect:\n    disable: true",
+                    q(&s.access_key),
+                    q(&s.secret_key),
+                    q(&s.region),
+                    q(&s.endpoint),
+                    q(&s.bucket),
+                    q(&s.root)
+                ),
+            },
             "  delete:",
             "    enabled: true",
             "  maintenance:",
@@ -332,6 +364,9 @@ impl Registry {
         }
         let mut cmd = Command::new("docker-registry");
         cmd.arg("serve").arg(self.config_path());
+        // The AWS SDK in distribution refuses a custom CA bundle on its
+        // transport ("HTTPClient's transport unsupported type").
+        cmd.env_remove("AWS_CA_BUNDLE");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

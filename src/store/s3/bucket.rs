@@ -57,6 +57,8 @@ pub struct BucketStore {
     copies: Arc<Copies>,
     marks: Marks,
     metrics: Metrics,
+    /// Memory for the windows of bucket reads ([`objects::WINDOW_MEMORY`]).
+    windows: Arc<tokio::sync::Semaphore>,
 }
 
 impl BucketStore {
@@ -80,6 +82,7 @@ impl BucketStore {
             prefix: settings.prefix.clone(),
             copies: Arc::new(Copies::new(settings.local_cache)),
             metrics,
+            windows: Arc::new(tokio::sync::Semaphore::new(objects::WINDOW_MEMORY)),
         })
     }
 
@@ -322,7 +325,7 @@ impl PendingObject for Published {
 
 impl BucketStore {
     async fn open_bucket(&self, digest: &Digest) -> Result<Option<StoredObject>, StoreError> {
-        let found = objects::open(&self.s3, &self.prefix, digest)
+        let found = objects::open(&self.s3, &self.prefix, digest, &self.windows)
             .await
             .map_err(StoreError::Shared)?;
         if found.is_some() {
@@ -402,7 +405,7 @@ impl ObjectStore for BucketStore {
 
     fn discard_shared<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let Some(object) = objects::open(&self.s3, &self.prefix, digest)
+            let Some(object) = objects::open(&self.s3, &self.prefix, digest, &self.windows)
                 .await
                 .map_err(StoreError::Shared)?
             else {
