@@ -38,8 +38,10 @@ pub fn in_layout(prefix: &str, root: &str, digest: &Digest) -> String {
 /// response's chunks are served from such windows, and the next window is
 /// fetched while the current one is sent.
 pub const WINDOW: usize = 4 << 20;
-/// Windows one reader keeps: the ones being read, and the next.
-const KEPT: usize = 3;
+/// Windows fetched ahead of the one being read.
+const AHEAD: u64 = 1;
+/// Windows one reader keeps: the ones being read, and those ahead.
+const KEPT: usize = 2 + AHEAD as usize;
 
 /// Bytes of windows held by every reader of a store together, at most (a
 /// window's bytes are held until the last slice of it is sent).
@@ -132,17 +134,19 @@ impl ObjectReader for BucketReader {
         }
         let w = WINDOW as u64;
         let (first, last) = (offset / w, (offset + max as u64 - 1) / w);
-        // Only this read's windows and the next are kept: any other is
+        // Only this read's windows and those ahead are kept: any other is
         // dropped first, so a reader never waits for memory it holds.
         self.windows
             .lock()
             .expect("bucket reader lock")
-            .retain(|(i, _)| (first..=last + 1).contains(i));
+            .retain(|(i, _)| (first..=last + AHEAD).contains(i));
         let fetches: Vec<(u64, Fetch)> = (first..=last)
             .filter_map(|i| self.window(i, Some(first..=last)).map(|f| (i, f)))
             .collect();
-        if (last + 1) * w < self.size {
-            self.window(last + 1, None);
+        for ahead in last + 1..=last + AHEAD {
+            if ahead * w < self.size {
+                self.window(ahead, None);
+            }
         }
         Box::pin(async move {
             let mut out = BytesMut::new();
