@@ -418,3 +418,52 @@ fn with_auth_a_shared_object_is_served_only_through_a_repository_that_holds_it()
     );
     assert!(reg.count("HEAD", &format!("team/app/blobs/{layer}")) >= 1);
 }
+
+#[test]
+fn credentials_come_from_the_file_or_the_environment_and_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        "[store]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"portcullis\"\nregion = \"garage\"\n\
+         [[upstream]]\nname = \"registry.test\"\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("check-config").arg(&config);
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        out.contains("store.access_key_id") && out.contains("AWS_ACCESS_KEY_ID"),
+        "{out}"
+    );
+    let (code, out) = check(&[("AWS_ACCESS_KEY_ID", "GKfromenv")]);
+    assert_eq!(code, Some(2));
+    assert!(out.contains("AWS_SECRET_ACCESS_KEY"), "{out}");
+    let (code, out) = check(&[
+        ("AWS_ACCESS_KEY_ID", "GKfromenv"),
+        ("AWS_SECRET_ACCESS_KEY", "very-secret-value"),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("store s3 http://127.0.0.1:9/ bucket portcullis"),
+        "{out}"
+    );
+    assert!(!out.contains("very-secret-value"), "{out}");
+}
