@@ -86,16 +86,6 @@ impl BucketStore {
         })
     }
 
-    /// The bucket client (for `gc`).
-    pub fn client(&self) -> &S3 {
-        &self.s3
-    }
-
-    /// Bytes and objects kept on local disk.
-    pub fn local_totals(&self) -> (u64, usize) {
-        self.copies.totals()
-    }
-
     fn key(&self, digest: &Digest) -> String {
         objects::key(&self.prefix, digest)
     }

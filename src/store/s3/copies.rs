@@ -97,7 +97,8 @@ impl Copies {
     }
 
     /// Bytes and objects kept locally.
-    pub fn totals(&self) -> (u64, usize) {
+    #[cfg(test)]
+    fn totals(&self) -> (u64, usize) {
         let inner = self.lock();
         (inner.total, inner.by_digest.len())
     }
