@@ -300,6 +300,16 @@ fn gc_removes_only_what_no_replica_used_lately() {
             l.digest
         );
     }
+    let manifest_url = format!(
+        "{}/v2/registry.test/test/app/manifests/{}",
+        a.url(),
+        img.manifest().digest
+    );
+    let accept = [("Accept", img.manifest().media_type.as_str())];
+    assert_eq!(
+        support::http_get(&manifest_url, &accept).unwrap().status,
+        200
+    );
     a.wait_fills_settled().unwrap();
     let s3 = bucket(&g);
     runtime()
@@ -323,15 +333,25 @@ fn gc_removes_only_what_no_replica_used_lately() {
             .digest,
         fresh.digest
     );
+    // The manifest, served from A's memory, is in use too.
+    assert_eq!(
+        support::http_get(&manifest_url, &accept).unwrap().status,
+        200
+    );
     a.wait_fills_settled().unwrap();
     b.wait_fills_settled().unwrap();
-    support::wait_until("B's access marker", || {
-        let d: Digest = used.digest.parse().unwrap();
-        runtime()
-            .block_on(s3.head(&portcullis::store::s3::access::marker_key(PREFIX, &d)))
-            .unwrap()
-            .is_some()
-    });
+    for (what, digest) in [
+        ("B's", &used.digest),
+        ("the manifest's", &img.manifest().digest),
+    ] {
+        support::wait_until(&format!("{what} access marker"), || {
+            let d: Digest = digest.parse().unwrap();
+            runtime()
+                .block_on(s3.head(&portcullis::store::s3::access::marker_key(PREFIX, &d)))
+                .unwrap()
+                .is_some()
+        });
+    }
 
     let config = a.config_dir().join("portcullis.toml");
     let too_soon = cli("gc", &config, &["--older-than", "1s"]);
@@ -346,7 +366,7 @@ fn gc_removes_only_what_no_replica_used_lately() {
         String::from_utf8_lossy(&dry.stderr)
     );
     assert!(
-        out.contains("3 objects") && out.contains("would delete 1 "),
+        out.contains("4 objects") && out.contains("would delete 1 "),
         "{out}"
     );
     assert_eq!(in_bucket(&s3, &old.digest), Some(old.size));
@@ -362,6 +382,7 @@ fn gc_removes_only_what_no_replica_used_lately() {
     assert_eq!(in_bucket(&s3, &old.digest), None);
     assert_eq!(in_bucket(&s3, &used.digest), Some(used.size));
     assert_eq!(in_bucket(&s3, &fresh.digest), Some(fresh.size));
+    assert!(in_bucket(&s3, &img.manifest().digest).is_some());
     assert!(
         runtime()
             .block_on(s3.head(&format!("{PREFIX}notes/readme")))

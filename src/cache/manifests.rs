@@ -156,6 +156,8 @@ impl Cache {
             return Ok(None);
         }
         if let Some(m) = self.0.hot.get(digest) {
+            // Still in use, for `gc` of a shared bucket.
+            self.0.store.used(digest);
             return Ok(Some(m));
         }
         let Some((bytes, info)) = self.read_object(digest).await? else {

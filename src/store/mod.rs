@@ -115,6 +115,12 @@ pub trait ObjectStore: Send + Sync + 'static {
         self.create(digest, expected_len)
     }
 
+    /// `digest` was served without opening it (a manifest from memory):
+    /// a shared store records the use, as an open does.
+    fn used(&self, digest: &Digest) {
+        let _ = digest;
+    }
+
     /// Bytes of `digest` were found not to match it: remove the shared
     /// copy too, if its own bytes are wrong (re-hashed first: a damaged
     /// local copy says nothing about the shared one).

@@ -393,6 +393,10 @@ impl ObjectStore for BucketStore {
         })
     }
 
+    fn used(&self, digest: &Digest) {
+        self.marks.used(digest);
+    }
+
     fn discard_shared<'a>(&'a self, digest: &'a Digest) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let Some(object) = objects::open(&self.s3, &self.prefix, digest, &self.windows)
