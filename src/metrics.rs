@@ -69,6 +69,11 @@ struct S3Labels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TierLabels {
     tier: &'static str,
 }
@@ -113,6 +118,7 @@ struct Inner {
     s3_bytes: Family<S3Labels, Counter>,
     s3_errors: Family<S3Labels, Counter>,
     store_reads: Family<TierLabels, Counter>,
+    verifications: Family<KindLabels, Counter>,
 }
 
 /// Handle to the process's metrics; cheap to clone.
@@ -324,6 +330,12 @@ impl Metrics {
             "Stored objects opened for reading, by where they were found: tier=\"local\" (this replica's disk) or \"bucket\" (the shared bucket)",
             store_reads.clone(),
         );
+        let verifications = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "gate_verifications",
+            "Evidence checks the gate ran, by kind (image or artifact): not answered from the verdict cache or another request's check under way",
+            verifications.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             requests,
@@ -353,6 +365,7 @@ impl Metrics {
             s3_bytes,
             s3_errors,
             store_reads,
+            verifications,
         }))
     }
 
@@ -476,6 +489,14 @@ impl Metrics {
     /// (`local`) or the shared bucket (`bucket`).
     pub fn store_read(&self, tier: &'static str) {
         self.0.store_reads.get_or_create(&TierLabels { tier }).inc();
+    }
+
+    /// The gate checked evidence afresh (see `gate_verifications`).
+    pub fn verification_run(&self, kind: &'static str) {
+        self.0
+            .verifications
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// A request refused by `[auth]` (see `auth_failures`).

@@ -24,6 +24,57 @@ use support::gate::*;
 const REF: &str = "registry.test/test/img";
 
 #[test]
+fn concurrent_first_pulls_of_one_digest_wait_for_one_verification() {
+    let (reg, img) = one_image();
+    let key = CosignKey::p256();
+    push_sig(
+        &reg.host(),
+        "test/img",
+        img.top_digest(),
+        &[key.sign_layer(&payload("test/img", &img))],
+    )
+    .unwrap();
+    let p = start(
+        &reg,
+        Trust::default().key("release", &key),
+        "[[rule]]\nname = \"signed\"\nimages = [\"registry.test/test/**\"]\nsigners = [{ key = \"release\" }]\n",
+        "",
+        false,
+    );
+    let start = std::sync::Arc::new(std::sync::Barrier::new(12));
+    let pulls: Vec<_> = (0..12)
+        .map(|_| {
+            let (url, start) = (p.url(), start.clone());
+            let digest = img.top_digest().to_owned();
+            let accept = img.top_media_type().to_owned();
+            std::thread::spawn(move || {
+                start.wait();
+                support::http_get(
+                    &format!("{url}/v2/registry.test/test/img/manifests/{digest}"),
+                    &[("Accept", &accept)],
+                )
+                .unwrap()
+            })
+        })
+        .collect();
+    for pull in pulls {
+        assert_served(&pull.join().unwrap(), &img);
+    }
+    assert_eq!(
+        p.metric("portcullis_gate_verifications_total{kind=\"image\"}")
+            .unwrap(),
+        1.0,
+        "12 concurrent first pulls ran their own verifications"
+    );
+    let decisions = audits_for(&p, REF, img.top_digest());
+    assert_eq!(decisions.len(), 12);
+    assert!(
+        decisions.iter().all(|d| d["outcome"] == "verified"),
+        "{decisions:?}"
+    );
+}
+
+#[test]
 fn signed_with_the_rules_key_passes_and_the_verdict_is_cached() {
     let (reg, img) = one_image();
     let key = CosignKey::p256();

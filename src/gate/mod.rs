@@ -256,6 +256,7 @@ pub struct Gate {
     notary: Arc<crate::notary::Notary>,
     metrics: Metrics,
     clock: Clock,
+    verifying: verdicts::Verifying,
 }
 
 /// What a gate is built from.
@@ -316,6 +317,7 @@ impl Gate {
             notary: parts.notary,
             metrics: parts.metrics,
             clock: parts.clock,
+            verifying: verdicts::Verifying::default(),
         }
     }
 
@@ -555,16 +557,19 @@ impl Gate {
             return None;
         }
         let key = verdict_key(policy, "artifact", target, &manifest.digest);
-        if let Some(v) = self.cached(&key) {
-            return Some(v);
-        }
-        let fresh = artifact::verify(&*self.source, policy, &sets, target, manifest, kind).await;
-        let ttl = match &fresh {
-            Verification::Failed { .. } => policy.failure_ttl,
-            _ => policy.verdict_ttl,
+        let fresh = async {
+            self.metrics.verification_run("artifact");
+            let fresh =
+                artifact::verify(&*self.source, policy, &sets, target, manifest, kind).await;
+            let ttl = match &fresh {
+                Verification::Failed { .. } => policy.failure_ttl,
+                _ => policy.verdict_ttl,
+            };
+            self.put_verdicts(vec![(key.clone(), ttl, encode(&fresh))])
+                .await;
+            fresh
         };
-        self.put_verdicts(vec![(key, ttl, encode(&fresh))]).await;
-        Some(fresh)
+        Some(self.once(&key, fresh).await)
     }
 
     /// The verification result for this digest, from the verdict cache or
@@ -580,9 +585,22 @@ impl Gate {
     ) -> Verification {
         let kind = image_kind(rule, requested);
         let key = verdict_key(policy, &kind, target, &manifest.digest);
-        if let Some(v) = self.cached(&key) {
-            return v;
-        }
+        let fresh = self.fresh_verification(policy, rule, target, requested, manifest, &kind);
+        self.once(&key, fresh).await
+    }
+
+    /// [`Gate::verification`] when no verdict is cached and no other
+    /// request is verifying: check the evidence, and remember the result.
+    async fn fresh_verification(
+        &self,
+        policy: &Arc<Policy>,
+        rule: &Rule,
+        target: &Target,
+        requested: &Reference,
+        manifest: &Manifest,
+        kind: &str,
+    ) -> Verification {
+        self.metrics.verification_run("image");
         let sigs = match &rule.signature_repository {
             None => target.clone(),
             Some(repo) => match self.router.resolve_image(repo) {
@@ -689,7 +707,7 @@ impl Gate {
             },
             other => other,
         };
-        self.remember(policy, rule, target, manifest, Some(&fresh), &kind)
+        self.remember(policy, rule, target, manifest, Some(&fresh), kind)
             .await;
         fresh
     }

@@ -59,7 +59,54 @@ pub(super) fn encode(v: &Verification) -> Vec<u8> {
     serde_json::to_vec(v).expect("verdicts serialize")
 }
 
+/// Verifications under way, by verdict key: concurrent first requests for
+/// one digest wait for one verification instead of each running their own.
+pub(super) type Verifying =
+    crate::cache::flight::Flights<String, tokio::sync::watch::Receiver<Option<Verification>>>;
+
+/// How many times a request follows a verification that ended without a
+/// result (its request was cancelled) before it runs its own.
+const FOLLOWS: usize = 3;
+
 impl Gate {
+    /// The verification under `key`: cached, another request's under way,
+    /// or `fresh` (which stores its verdict before it returns), run by this
+    /// request alone.
+    pub(super) async fn once(
+        &self,
+        key: &str,
+        fresh: impl std::future::Future<Output = Verification>,
+    ) -> Verification {
+        use crate::cache::flight::Join;
+        let key = key.to_owned();
+        for _ in 0..FOLLOWS {
+            let join = self.verifying.join(
+                &key,
+                || self.cached(&key),
+                |ticket| {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    (rx, (tx, ticket))
+                },
+            );
+            match join {
+                Join::Cached(v) => return v,
+                Join::Follow(mut rx) => {
+                    if let Ok(v) = rx.wait_for(Option::is_some).await
+                        && let Some(v) = v.clone()
+                    {
+                        return v;
+                    }
+                }
+                Join::Lead(_, (tx, _ticket)) => {
+                    let v = fresh.await;
+                    tx.send_replace(Some(v.clone()));
+                    return v;
+                }
+            }
+        }
+        fresh.await
+    }
+
     /// A cached verification, if it can be used: never once an attestation
     /// it relied on has aged out.
     pub(super) fn cached(&self, key: &str) -> Option<Verification> {
