@@ -86,6 +86,22 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    /// Killing the master alone (as its `Watched` does when dropped)
+    /// leaves the workers running, and a master that sees a worker die
+    /// starts another: note the workers, end the master, then them.
+    fn drop(&mut self) {
+        // The master comes first in the list.
+        for pid in self.pids() {
+            // SAFETY: kill has no memory preconditions; a pid that is gone
+            // already gets ESRCH.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Peak resident set (VmHWM) of processes, summed, in MiB.
 pub fn peak_rss_mib(pids: &[u32]) -> f64 {
     pids.iter()
