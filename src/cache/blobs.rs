@@ -320,9 +320,19 @@ impl Cache {
             producer.received(data, *written.borrow());
         }
         let pending = writer.finish().await?;
+        self.publish_fill(digest, pending, reader, producer).await
+    }
+
+    /// A fill's bytes verified: release the held-back last bytes to its
+    /// followers now, and make the object durable and visible behind them.
+    async fn publish_fill(
+        &self,
+        digest: &Digest,
+        pending: Box<dyn crate::store::PendingObject>,
+        reader: Arc<dyn ObjectReader>,
+        producer: &FillProducer,
+    ) -> Result<(Arc<dyn ObjectReader>, u64, PinGuard), CacheError> {
         let size = pending.size();
-        // Verified: release the held-back last bytes now, and make the
-        // object durable and visible behind them.
         producer.verified(reader.clone(), size);
         let pin = self.commit(pending, digest, None).await?;
         Ok((reader, size, pin))
@@ -375,19 +385,11 @@ impl Cache {
             Ok(p) => p,
             Err(e) => {
                 if e.is_integrity() {
-                    let cache = self.clone();
-                    let d = digest.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = cache.0.store.discard_shared(&d).await {
-                            tracing::warn!(digest = %d, error = %crate::error::chain(&e), "cannot check a shared object that did not verify");
-                        }
-                    });
+                    self.discard_shared_later(digest);
                 }
                 return Err(e.into());
             }
         };
-        producer.verified(reader.clone(), size);
-        let pin = self.commit(pending, digest, None).await?;
-        Ok((reader, size, pin))
+        self.publish_fill(digest, pending, reader, producer).await
     }
 }

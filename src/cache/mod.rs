@@ -495,15 +495,20 @@ impl Cache {
         self.0.hot.remove(std::slice::from_ref(digest));
         self.0.index.forget(vec![digest.clone()]).await?;
         self.0.store.delete(vec![digest.clone()]).await?;
-        // A shared copy is checked on its own, and removed if it is bad too.
+        self.discard_shared_later(digest);
+        Ok(())
+    }
+
+    /// Bytes of `digest` did not match it: check its shared copy on its
+    /// own, in the background, and remove it if it is bad too.
+    pub(crate) fn discard_shared_later(&self, digest: &Digest) {
         let store = self.0.store.clone();
         let d = digest.clone();
         tokio::spawn(async move {
             if let Err(e) = store.discard_shared(&d).await {
-                tracing::warn!(digest = %d, error = %crate::error::chain(&e), "cannot check the shared copy of a damaged object");
+                tracing::warn!(digest = %d, error = %crate::error::chain(&e), "cannot check the shared copy of an object whose bytes did not match");
             }
         });
-        Ok(())
     }
 
     /// An indexed object's file is gone or damaged (deleted or truncated by

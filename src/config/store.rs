@@ -5,7 +5,6 @@
 //! from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`; it is never echoed.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -42,17 +41,6 @@ pub enum StoreConfig {
     Local,
     /// A shared bucket.
     S3(Box<BucketSettings>),
-}
-
-impl StoreConfig {
-    /// How often, at most, a replica marks an object it uses (`gc` must
-    /// look further back than twice that).
-    pub fn access_interval(&self) -> Option<Duration> {
-        match self {
-            StoreConfig::Local => None,
-            StoreConfig::S3(s) => Some(s.access_interval),
-        }
-    }
 }
 
 /// An environment variable, if set and not empty.
@@ -276,6 +264,7 @@ impl RawStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(text: &str, base: &Path) -> Result<StoreConfig, ConfigError> {
         let raw: RawStore = toml::from_str(text).unwrap();
